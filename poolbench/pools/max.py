@@ -16,7 +16,8 @@ class MaxPool(InvertiblePool):
         super().__init__()
         self.channels = channels
         self.up_mode = check_choice("up", up, ("unpool", "unpool_blur"))
-        self.register_buffer("up_filter", binomial_filter(blur_size)[None, None].repeat(channels, 1, 1, 1))
+        if self.up_mode == "unpool_blur":
+            self.register_buffer("up_filter", binomial_filter(blur_size)[None, None].repeat(channels, 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(x, 2, 2)
