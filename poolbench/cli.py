@@ -1,0 +1,267 @@
+"""The `poolbench` command line."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .errors import PoolbenchError, UsageError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _load_plugins(ctx, param, values):
+    from .registry import load_plugin
+
+    for item in values or ():
+        load_plugin(item)
+    return values
+
+
+def plugin_option(fn):
+    """`--plugin PATH_OR_MODULE`, repeatable, accepted on every command."""
+    return click.option(
+        "--plugin", "plugins", multiple=True, metavar="PATH_OR_MODULE", expose_value=False,
+        callback=_load_plugins, is_eager=True,
+        help="Load pooling operators from a .py file or importable module (repeatable).",
+    )(fn)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="poolbench")
+@plugin_option
+def cli():
+    """poolbench: fair, reproducible comparisons of pooling layers in ConvNets."""
+
+
+@cli.command("pools", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout instead of a table.")
+@click.option("--channels", default=64, show_default=True, help="Channels at which parameters are counted.")
+@click.argument("pattern", default="*")
+@plugin_option
+def pools_cmd(as_json, channels, pattern):
+    """List registered pooling operators (built-in and plugins) matching PATTERN."""
+    from .pool_table import pool_rows
+
+    rows = pool_rows(pattern, channels)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from tabulate import tabulate
+
+    table = [
+        {
+            "name": r["name"],
+            "paper": r["paper"],
+            "year": r["year"] or "",
+            f"params@{channels}": "" if r["params"] is None else r["params"],
+            "buffers": "" if r["buffers"] is None else r["buffers"],
+            "stochastic": "yes" if r["stochastic"] else "",
+            "invertible": "yes" if r["invertible"] else "",
+            "source": r["source"],
+            "version": r["version"],
+            "status": r["status"] + (f": {r['error']}" if r["error"] else ""),
+        }
+        for r in rows
+    ]
+    click.echo(tabulate(table, headers="keys", tablefmt="github"))
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+def run_options(fn):
+    """Options shared by every `poolbench run SUITE` command."""
+    options = [
+        click.option("--pool", "pools", multiple=True, metavar="SPEC",
+                     help="Pool spec, e.g. max or lift:kernel_size=7 (repeatable)."),
+        click.option("--model", default=None, help="Backbone (default from the preset: convnet)."),
+        click.option("--dataset", default=None, help="shapes | cifar10 | cifar100 | imagefolder:PATH."),
+        click.option("--data-root", default=None, type=click.Path(), help="Where datasets live."),
+        click.option("--epochs", type=int, default=None, help="Override the preset's epochs."),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--lr", type=float, default=None),
+        click.option("--train-size", type=int, default=None, help="Generated data: training images."),
+        click.option("--test-size", type=int, default=None, help="Generated data: test images."),
+        click.option("--seed", type=int, default=None, help="One run seed (default: the preset's seeds)."),
+        click.option("--device", default=None, help="cpu (default) or cuda[:N]."),
+        click.option("--results", default=None, type=click.Path(), help="Result store (default ./results)."),
+        click.option("--config", "--preset", "preset", default=None,
+                     help="Preset name in suites/ (quick, cifar100-vgg13, ...) or a TOML file."),
+        click.option("--executor", type=click.Choice(["sequential", "process", "slurm"]), default="sequential",
+                     show_default=True, help="Where cells run."),
+        click.option("--workers", type=int, default=2, show_default=True, help="Processes for --executor process."),
+        click.option("--threads", type=int, default=None, help="torch threads (default: torch's)."),
+        click.option("--checkpoint", default=None, type=click.Path(),
+                     help="Evaluate this trained model instead of training (one pool)."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+        click.option("--json", "as_json", is_flag=True, help="Print result rows as JSON on stdout."),
+        plugin_option,
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@cli.group("run", context_settings=CONTEXT)
+def run_group():
+    """Run a benchmark suite; finished cells are stored and skipped on the next run."""
+
+
+def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple[str, ...] = ()):
+    """Shared flow: preset + flags -> cells -> runner -> table (or JSON)."""
+    from .config import env_default, load_preset, seeds_of, train_config
+    from .registry import format_spec, get_spec, parse_spec
+    from .runner import RunContext, run_cells
+    from .suites import get_suite
+    from .train import init_distributed, resolve_device
+
+    preset = load_preset(args["preset"])
+    pools = list(args["pools"]) or ["max"]
+    for extra in extra_pools:
+        if extra not in pools:
+            pools.append(extra)
+    canonical = []
+    for p in pools:
+        name, opts = parse_spec(p)
+        get_spec(name)  # unknown names fail here, before any work
+        canonical.append(format_spec(name, opts))
+    if args["checkpoint"] and len(set(canonical)) > 1:
+        raise UsageError("--checkpoint evaluates one model: pass exactly one --pool")
+    device = resolve_device(args["device"])
+    init_distributed(device)
+    overrides = {k: args[k] for k in ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size")}
+    seeds = seeds_of(preset, args["seed"])
+    configs = [train_config(preset, p, s, overrides) for p in dict.fromkeys(canonical) for s in seeds]
+    ctx = RunContext(
+        results=args["results"] or env_default("results", "results"), device=device,
+        data_root=args["data_root"], progress=not args["no_progress"], checkpoint=args["checkpoint"],
+        threads=args["threads"], workers=args["workers"], extra={"slurm": preset.get("slurm", {})},
+        corruption_data=options.get("corruption_data"),
+        perturbation_data=options.get("perturbation_data"),
+    )
+    suite = get_suite(suite_name)
+    section = {**preset.get(suite_name, {}), **{k: v for k, v in options.items() if v is not None}}
+    cells = suite.cells(configs, section)
+    report = run_cells(suite_name, cells, ctx, args["executor"])
+    from .train import is_main_process
+
+    if not is_main_process():
+        return
+    if args["as_json"]:
+        click.echo(json.dumps(report.rows, indent=1, default=str))
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(report.rows)
+    click.echo(_render_table(suite.table(frame, section)))
+    for note in getattr(suite, "notes", lambda s: [])(section):
+        click.echo(f"note: {note}", err=True)
+    errors = [r for r in report.rows if r.get("error")]
+    for r in errors:
+        click.echo(f"poolbench: {r.get('pool')}: {r['error']}", err=True)
+    click.echo(f"{suite_name}: {len(cells)} cells ({report.computed} computed, {report.skipped} from the store) "
+               f"in {ctx.results}/{suite_name}", err=True)
+    if errors:
+        raise click.exceptions.Exit(1)
+
+
+@run_group.command("robustness", context_settings=CONTEXT)
+@run_options
+@click.option("--reference", default=None,
+              help="Pool that normalises CE (default max; alexnet only with official ImageNet-C).")
+@click.option("--corruptions", default=None, help="common (15) | extra (4) | all (19) | NAME,NAME...")
+@click.option("--severities", default=None, help="Comma-separated severities (default 1,2,3,4,5).")
+@click.option("--subset", type=int, default=None, help="Test images to corrupt (default from the preset).")
+@click.option("--corruption-data", type=click.Path(), default=None,
+              help="Official CIFAR-10-C/-100-C (.npy) or ImageNet-C (folders) instead of generated.")
+def run_robustness(reference, corruptions, severities, subset, corruption_data, **args):
+    """Corruption robustness: clean error, CE per corruption, mCE, relative and unnormalised mCE."""
+    from .suites.robustness import ALEXNET, detect_official_layout
+
+    official_imagenet = bool(corruption_data) and detect_official_layout(corruption_data) == "imagenet-c"
+    preset_ref = None
+    if reference is None:
+        from .config import load_preset
+
+        preset_ref = load_preset(args["preset"]).get("robustness", {}).get("reference", "max")
+    ref = reference or (ALEXNET if official_imagenet else preset_ref)
+    if ref != ALEXNET:
+        from .registry import format_spec, parse_spec
+
+        ref = format_spec(*parse_spec(ref))
+    options = {"reference": ref, "corruptions": corruptions, "severities": severities,
+               "subset": subset, "corruption_data": corruption_data}
+    execute_suite("robustness", args, options, extra_pools=() if ref == ALEXNET else (ref,))
+
+
+@run_group.command("perturbation", context_settings=CONTEXT)
+@run_options
+@click.option("--reference", default=None, help="Pool that normalises FP and T5D (default max).")
+@click.option("--perturbations", default=None, help="test | validation | all | NAME,NAME...")
+@click.option("--subset", type=int, default=None, help="Test images turned into sequences.")
+@click.option("--perturbation-data", type=click.Path(), default=None,
+              help="Official CIFAR-10-P/-100-P (.npy files) instead of generated sequences.")
+def run_perturbation(reference, perturbations, subset, perturbation_data, **args):
+    """Perturbation stability: flip probability, FR/mFR and T5D/mT5D against a reference pool."""
+    from .config import load_preset
+    from .registry import format_spec, parse_spec
+
+    ref = reference or load_preset(args["preset"]).get("perturbation", {}).get("reference", "max")
+    ref = format_spec(*parse_spec(ref))
+    options = {"reference": ref, "perturbations": perturbations, "subset": subset,
+               "perturbation_data": perturbation_data}
+    execute_suite("perturbation", args, options, extra_pools=(ref,))
+
+
+@run_group.command("shift", context_settings=CONTEXT)
+@run_options
+@click.option("--subset", type=int, default=None, help="Test images evaluated.")
+@click.option("--passes", type=int, default=None, help="Random offset draws averaged (default 5).")
+@click.option("--max-shift", type=int, default=None, help="k: crop offsets in {0..2k}, sweep 0..k.")
+def run_shift(subset, passes, max_shift, **args):
+    """Shift consistency under crop and circular shifts, and accuracy along a diagonal shift."""
+    execute_suite("shift", args, {"subset": subset, "passes": passes, "max_shift": max_shift})
+
+
+def _render_table(frame) -> str:
+    from tabulate import tabulate
+
+    return tabulate(frame, headers="keys", tablefmt="github", floatfmt=".2f")
+
+
+@run_group.command("accuracy", context_settings=CONTEXT)
+@run_options
+def run_accuracy(**args):
+    """Train each pool in the backbone and report top-1/top-5 error, parameters and cost."""
+    execute_suite("accuracy", args, {})
+
+
+def main(argv=None) -> int:
+    """Entry point: user errors become one line on stderr (exit 2 usage, 1 failure)."""
+    try:
+        cli.main(args=argv, prog_name="poolbench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("poolbench: interrupted", err=True)
+        return 130
+    except click.exceptions.ClickException as exc:  # click's own usage errors
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see `{ctx.command_path} -h`)"
+        click.echo(f"poolbench: error: {exc.format_message()}{hint}", err=True)
+        return exc.exit_code
+    except PoolbenchError as exc:
+        click.echo(f"poolbench: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("poolbench: interrupted; finished cells are kept, run again to resume", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

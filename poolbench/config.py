@@ -1,0 +1,115 @@
+"""Run configuration: suite preset TOML < environment < command-line flags.
+
+Presets live in the repository's ``suites/`` folder (``quick`` is the built-in default);
+``--config FILE`` names any TOML file of the same shape.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "suites"
+DEFAULT_PRESET = "quick"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model; its hash names the checkpoint."""
+
+    pool: str = "max"
+    model: str = "convnet"
+    policy: str | None = None
+    dataset: str = "shapes"
+    train_size: int | None = None
+    test_size: int | None = None
+    epochs: int = 6
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset(name_or_path: str | None) -> dict:
+    """The preset named (``quick``, ``cifar100-vgg13``, ...) or a TOML file path."""
+    name_or_path = name_or_path or os.environ.get("POOLBENCH_PRESET") or DEFAULT_PRESET
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" or path.exists()):
+        path = PRESET_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            close = difflib.get_close_matches(str(name_or_path), list_presets(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(
+                f"unknown preset {name_or_path!r}{hint} (presets: {', '.join(list_presets())}; "
+                "or pass --config FILE.toml)"
+            )
+    if not path.is_file():
+        raise UsageError(f"config file {path} not found; pass an existing TOML file to --config")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
+    data.setdefault("train", {})
+    unknown = set(data["train"]) - TRAIN_FIELDS - {"seeds"}
+    if unknown:
+        raise UsageError(
+            f"config file {path}: unknown [train] keys {sorted(unknown)}; accepted: {sorted(TRAIN_FIELDS | {'seeds'})}"
+        )
+    data["_path"] = str(path)
+    return data
+
+
+def train_config(preset: dict, pool: str, seed: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The TrainConfig of one cell: the preset's [train] table with flags applied."""
+    values = {k: v for k, v in preset.get("train", {}).items() if k in TRAIN_FIELDS}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None and k in TRAIN_FIELDS})
+    values["pool"] = pool
+    values["seed"] = seed
+    if "milestones" in values:
+        values["milestones"] = tuple(values["milestones"])
+    try:
+        return TrainConfig(**values)
+    except TypeError as exc:
+        raise UsageError(f"bad training configuration: {exc}") from exc
+
+
+def seeds_of(preset: dict, seed: int | None) -> list[int]:
+    if seed is not None:
+        return [seed]
+    seeds = preset.get("train", {}).get("seeds", [0])
+    return [int(s) for s in seeds]
+
+
+def env_default(name: str, default: Any) -> Any:
+    """A POOLBENCH_<NAME> environment variable, else the default (flags override both)."""
+    return os.environ.get(f"POOLBENCH_{name.upper()}", default)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("POOLBENCH_CACHE") or Path.home() / ".cache" / "poolbench")

@@ -1,0 +1,146 @@
+"""Result store: tidy rows, one JSON file per cell named by its config hash, atomic writes.
+
+Layout: ``<results>/<suite>/<config_hash>.json`` holding ``{"cell": {...}, "rows": [...]}``.
+A cell's file appears complete or not at all (written to a temporary file, then renamed),
+so a killed run loses at most the cell in progress and a rerun skips finished cells.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from . import __version__
+from .errors import UsageError
+
+# Fields that never change a result: left out of the config hash.
+NON_RESULT_FIELDS = frozenset({
+    "data_root", "results", "cache_dir", "workers", "progress", "executor", "verbose",
+    "corruption_data", "perturbation_data", "checkpoint_dir", "device", "threads", "json",
+})
+
+ROW_COLUMNS = (
+    "suite", "pool", "pool_options", "pool_source", "pool_version", "model", "dataset", "seed",
+    "metric", "value", "unit", "n", "device", "dtype", "memory_format", "threads",
+    "torch_version", "poolbench_version", "git_commit", "time", "config_hash", "error",
+)
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the canonical JSON of the fields that change a result."""
+    relevant = {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
+    return hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """Commit of the poolbench checkout, or '' when not run from one."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def provenance() -> dict:
+    """Columns every row carries about what produced it."""
+    return {
+        "torch_version": torch.__version__,
+        "poolbench_version": __version__,
+        "git_commit": git_commit(),
+        "host": platform.node(),
+    }
+
+
+def make_row(base: dict, metric: str, value: float | None, unit: str = "", n: int | None = None,
+             **extra) -> dict:
+    row = {**base, "metric": metric, "value": None if value is None else float(value),
+           "unit": unit, "n": n, **extra}
+    row.setdefault("error", "")
+    row.setdefault("time", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return row
+
+
+class ResultStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, suite: str, chash: str) -> Path:
+        return self.root / suite / f"{chash}.json"
+
+    def has(self, suite: str, chash: str) -> bool:
+        return self.path(suite, chash).is_file()
+
+    def write(self, suite: str, chash: str, cell: dict, rows: list[dict]) -> Path:
+        path = self.path(suite, chash)
+        atomic_write_text(path, json.dumps({"cell": cell, "rows": rows}, indent=1, default=str))
+        return path
+
+    def read(self, suite: str, chash: str) -> list[dict]:
+        return _read_rows(self.path(suite, chash))
+
+    def iter_rows(self, suites: Iterable[str] | None = None):
+        if not self.root.exists():
+            return
+        for path in sorted(self.root.rglob("*.json")):
+            if suites is not None and path.parent.name not in suites:
+                continue
+            yield from _read_rows(path)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    try:
+        data = json.loads(Path(path).read_text())
+        return list(data["rows"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"result file {path} is unreadable ({exc}); delete it and run again") from exc
+
+
+def load_results(path: str | os.PathLike = "results", suites: Iterable[str] | None = None):
+    """All result rows under ``path`` as a tidy pandas DataFrame (one row per measured value)."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"no results at {p}; run a suite first or pass --results DIR")
+    rows = list(ResultStore(p).iter_rows(suites))
+    frame = pd.DataFrame(rows)
+    for col in ROW_COLUMNS:
+        if col not in frame.columns:
+            frame[col] = None
+    return frame

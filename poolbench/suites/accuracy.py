@@ -1,0 +1,50 @@
+"""Clean accuracy: top-1/top-5 error, parameters and training cost per pool."""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..metrics import topk_error
+from ..store import make_row
+from ..train import is_main_process, predict_dataset
+from .base import TrainedSuite, train_columns
+
+
+class AccuracySuite(TrainedSuite):
+    name = "accuracy"
+
+    def run_cell(self, cell: dict, ctx) -> list[dict]:
+        cfg, bundle, result = self.trained(cell, ctx)
+        if not is_main_process():
+            return []
+        logits, labels = predict_dataset(result.model, bundle.test, ctx.device, progress=ctx.progress,
+                                         desc=f"eval {cfg.pool}")
+        base = train_columns(cfg)
+        n = len(labels)
+        params = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+        info = result.info
+        rows = [
+            make_row(base, "top1_error", 100 * topk_error(logits, labels, 1), "%", n),
+            make_row(base, "top5_error", 100 * topk_error(logits, labels, min(5, logits.shape[1])), "%", n),
+            make_row(base, "params", params, "count"),
+            make_row(base, "train_time", info.get("train_time_s"), "s"),
+            make_row(base, "train_throughput", info.get("images_per_s"), "img/s"),
+        ]
+        for term, value in (info.get("final_aux_terms") or {}).items():
+            rows.append(make_row(base, f"final_{term}", value, "loss"))
+        return rows
+
+    def table(self, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
+        wanted = {"top1_error": "top-1 err %", "top5_error": "top-5 err %", "params": "params",
+                  "train_time": "train s", "train_throughput": "img/s"}
+        sub = frame[frame["metric"].isin(wanted)]
+        wide = sub.pivot_table(index="pool", columns="metric", values="value", aggfunc="mean", sort=False)
+        wide = wide[[m for m in wanted if m in wide.columns]].rename(columns=wanted)
+        seeds = sub.groupby("pool", sort=False)["seed"].nunique().rename("seeds")
+        wide = wide.join(seeds)
+        for col in ("params", "seeds"):
+            if col in wide.columns:
+                wide[col] = wide[col].round().astype("Int64")
+        return wide
+
+
+SUITE = AccuracySuite()

@@ -1,0 +1,339 @@
+"""Training: seeded SGD recipes, auxiliary pooling losses, checkpoint cache, torchrun/DDP.
+
+A checkpoint is cached under the hash of its TrainConfig, so every suite reuses one trained
+model per (pool, model, dataset, training options, seed). Under torchrun the model trains with
+DistributedDataParallel across the processes; rank 0 alone writes checkpoints and results.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .auxiliary import auxiliary_loss
+from .config import TrainConfig, cache_dir
+from .errors import PoolbenchError, UsageError
+from .pools.base import no_weight_decay_parameters
+from .store import atomic_write_text, config_hash
+
+
+class TrainingDiverged(PoolbenchError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    info: dict          # train_time_s, images_per_s, final losses, epochs, from_cache, checkpoint
+    num_classes: int
+
+
+# --- distributed ------------------------------------------------------------------------------
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless launched by torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> None:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.distributed.is_initialized():
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    torch.distributed.init_process_group(backend=backend)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def is_main_process() -> bool:
+    return dist_info()[0] == 0
+
+
+def barrier() -> None:
+    if dist_info()[1] > 1:
+        torch.distributed.barrier()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | None) -> str:
+    device = device or os.environ.get("POOLBENCH_DEVICE") or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}; use cpu or cuda[:N]")
+    return device
+
+
+def memory_format_for(device: str) -> torch.memory_format:
+    # channels_last is several times faster for convolutions and pooling on CPU and on
+    # recent GPUs (liftpool.md, measured speed facts).
+    return torch.channels_last
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    no_decay = set(no_weight_decay_parameters(model))
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (keep if name in no_decay else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if keep:
+        groups.append({"params": keep, "weight_decay": 0.0})
+    if cfg.optimizer != "sgd":
+        raise UsageError(f"unknown optimizer {cfg.optimizer!r}; only 'sgd' is supported")
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
+    """Learning rate at a fractional epoch: linear warm-up, then step or cosine decay."""
+    if cfg.warmup_epochs and epoch_float < cfg.warmup_epochs:
+        return cfg.lr * (epoch_float + 1e-8) / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-8)
+        t = min(max(epoch_float - cfg.warmup_epochs, 0.0) / span, 1.0)
+        return 0.5 * cfg.lr * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** sum(epoch_float >= m for m in cfg.milestones)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    raise UsageError(f"unknown schedule {cfg.schedule!r}; use cosine, step or constant")
+
+
+def checkpoint_path(cfg: TrainConfig) -> Path:
+    return cache_dir() / "checkpoints" / f"{config_hash(cfg.to_dict())}.pt"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Exclusive lock so that parallel workers never train the same checkpoint twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def build_model(cfg: TrainConfig, bundle) -> nn.Module:
+    from .models import create_model
+
+    return create_model(cfg.model, bundle.num_classes, pool=cfg.pool, policy=cfg.policy,
+                        mean=bundle.mean, std=bundle.std)
+
+
+def load_bundle(cfg: TrainConfig, data_root: str | None = None):
+    from .data import load_dataset
+
+    name = cfg.dataset
+    if name == "imagefolder":
+        if not data_root:
+            raise UsageError("dataset 'imagefolder' needs --data-root PATH (a tree with train/ and val/)")
+        name = f"imagefolder:{data_root}"
+    return load_dataset(name, root=data_root, seed=cfg.seed, train_size=cfg.train_size,
+                        test_size=cfg.test_size)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
+          workers: int = 0) -> TrainResult:
+    """Train one model from scratch with the recipe in ``cfg``; deterministic for a seed."""
+    rank, world = dist_info()
+    seed_everything(cfg.seed)
+    model = build_model(cfg, bundle).to(device)
+    fmt = memory_format_for(device)
+    model = model.to(memory_format=fmt)
+    optimizer = build_optimizer(model, cfg)
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if world > 1:
+        sampler = torch.utils.data.DistributedSampler(bundle.train, num_replicas=world, rank=rank,
+                                                      shuffle=True, seed=cfg.seed, drop_last=True)
+        loader = torch.utils.data.DataLoader(bundle.train, batch_size=max(cfg.batch_size // world, 1),
+                                             sampler=sampler, num_workers=workers, drop_last=True)
+    else:
+        sampler = None
+        loader = torch.utils.data.DataLoader(bundle.train, batch_size=cfg.batch_size, shuffle=True,
+                                             generator=generator, num_workers=workers, drop_last=True)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of {cfg.batch_size}")
+
+    net.train()
+    seen, start = 0, time.perf_counter()
+    task_loss = aux_terms = None
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, disable=not progress or rank != 0,
+               desc=f"train {cfg.pool} ({cfg.model})", unit="it", leave=False, mininterval=1.0)
+    for epoch in range(cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for step, (images, labels) in enumerate(loader):
+            lr = lr_at(cfg, epoch + step / steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+            labels = labels.to(device, non_blocking=True)
+            logits = net(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+            aux, terms = auxiliary_loss(model)
+            total = loss + aux
+            if not torch.isfinite(total.detach()):
+                bar.close()
+                raise TrainingDiverged(
+                    f"training {cfg.pool} on {cfg.model} diverged at epoch {epoch + 1} step {step + 1} "
+                    f"(loss {float(total)}); lower --lr or check the operator"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            seen += images.shape[0]
+            task_loss, aux_terms = float(loss.detach()), terms
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{task_loss:.3f}", **{k: f"{v:.3g}" for k, v in terms.items()})
+    bar.close()
+    elapsed = time.perf_counter() - start
+    model.eval()
+    info = {
+        "train_time_s": elapsed,
+        "images_per_s": seen * world / elapsed if elapsed > 0 else float("nan"),
+        "final_task_loss": task_loss,
+        "final_aux_terms": aux_terms or {},
+        "epochs": cfg.epochs,
+        "world_size": world,
+    }
+    return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
+
+
+def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
+                      checkpoint: str | None = None) -> TrainResult:
+    """The model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained and cached."""
+    if checkpoint:
+        return _load_checkpoint(Path(checkpoint), cfg, bundle, device, explicit=True)
+    path = checkpoint_path(cfg)
+    rank, world = dist_info()
+    if world > 1:
+        if path.is_file():
+            return _load_checkpoint(path, cfg, bundle, device)
+        result = train(cfg, bundle, device, progress)
+        if rank == 0:
+            _save_checkpoint(path, cfg, result)
+        barrier()
+        result.info["from_cache"] = False
+        return result
+    with file_lock(path):
+        if path.is_file():
+            return _load_checkpoint(path, cfg, bundle, device)
+        result = train(cfg, bundle, device, progress)
+        _save_checkpoint(path, cfg, result)
+    result.info["from_cache"] = False
+    result.info["checkpoint"] = str(path)
+    return result
+
+
+def _save_checkpoint(path: Path, cfg: TrainConfig, result: TrainResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
+    torch.save({"state_dict": state, "config": cfg.to_dict(), "info": json.dumps(result.info, default=str)}, tmp)
+    os.replace(tmp, path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"config": cfg.to_dict(), "info": result.info},
+                                                            indent=1, default=str))
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit: bool = False) -> TrainResult:
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} not found; pass an existing file to --checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
+        model = build_model(cfg, bundle)
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"checkpoint {path} does not fit {cfg.model} with pool {cfg.pool} ({first}); "
+            "pass the --model/--pool it was trained with"
+        ) from exc
+    model = model.to(device).to(memory_format=memory_format_for(device)).eval()
+    info = {}
+    if isinstance(payload, dict) and "info" in payload:
+        try:
+            info = json.loads(payload["info"])
+        except (TypeError, ValueError):
+            info = {}
+    info.update({"from_cache": not explicit, "checkpoint": str(path)})
+    return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
+
+
+# --- evaluation -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256,
+            progress: bool = False, desc: str = "eval") -> torch.Tensor:
+    """Logits for ``images``: a float tensor (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3)."""
+    model.eval()
+    fmt = memory_format_for(device)
+    outs = []
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if isinstance(images, torch.Tensor):
+        n = images.shape[0]
+        bar = tqdm(total=n, disable=not progress, desc=desc, unit="img", leave=False, mininterval=1.0)
+        for i in range(0, n, batch_size):
+            batch = images[i:i + batch_size]
+            if batch.dtype == torch.uint8:
+                batch = batch.permute(0, 3, 1, 2).float().div_(255)
+            outs.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
+            bar.update(batch.shape[0])
+        bar.close()
+    else:
+        raise TypeError("predict takes image tensors or arrays; use predict_dataset for a Dataset")
+    if not outs:
+        raise UsageError("no images to evaluate; check the dataset and --subset")
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: int = 256,
+                    progress: bool = False, desc: str = "eval", workers: int = 0):
+    """(logits, labels) over a Dataset yielding (image in [0, 1], label), in dataset order."""
+    model.eval()
+    fmt = memory_format_for(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    logits, labels = [], []
+    for batch, target in tqdm(loader, disable=not progress, desc=desc, leave=False, mininterval=1.0):
+        logits.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
+        labels.append(torch.as_tensor(target))
+    if not logits:
+        raise UsageError("the test set is empty; check the dataset and --test-size")
+    return torch.cat(logits), torch.cat(labels)
