@@ -142,6 +142,7 @@ def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple
         perturbation_data=options.get("perturbation_data"),
     )
     suite = get_suite(suite_name)
+    _log_command(ctx.results)
     section = {**preset.get(suite_name, {}), **{k: v for k, v in options.items() if v is not None}}
     cells = suite.cells(configs, section)
     report = run_cells(suite_name, cells, ctx, args["executor"])
@@ -223,6 +224,20 @@ def run_perturbation(reference, perturbations, subset, perturbation_data, **args
 def run_shift(subset, passes, max_shift, **args):
     """Shift consistency under crop and circular shifts, and accuracy along a diagonal shift."""
     execute_suite("shift", args, {"subset": subset, "passes": passes, "max_shift": max_shift})
+
+
+def _log_command(results: str) -> None:
+    """Append the exact command line to <results>/commands.log (the report quotes it)."""
+    import shlex
+    from pathlib import Path
+
+    from .train import is_main_process
+
+    if not is_main_process():
+        return
+    Path(results).mkdir(parents=True, exist_ok=True)
+    with open(Path(results) / "commands.log", "a") as fh:
+        fh.write("poolbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
 
 
 def _render_table(frame) -> str:
