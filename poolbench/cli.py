@@ -253,6 +253,24 @@ def run_accuracy(**args):
     execute_suite("accuracy", args, {})
 
 
+@cli.command("report", context_settings=CONTEXT)
+@click.option("--results", default=None, type=click.Path(), help="Result store (default ./results).")
+@click.option("--out", default="reports/latest", show_default=True, type=click.Path(),
+              help="Folder for report.md, plots and results.csv.")
+@click.option("--title", default=None, help="Report title.")
+@click.option("--reference", default=None, help="Reference pool for CE/FR (default: the one the runs used).")
+@click.option("--no-illustrations", is_flag=True, help="Skip the LiftPool sub-band and up-pooling figures.")
+@plugin_option
+def report_cmd(results, out, title, reference, no_illustrations):
+    """Write report.md, PNG plots and results.csv from whatever suites are in the store."""
+    from .config import env_default
+    from .report import build_report
+
+    path = build_report(results or env_default("results", "results"), out, title=title,
+                        reference=reference, illustrations=not no_illustrations)
+    click.echo(str(path))
+
+
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr (exit 2 usage, 1 failure)."""
     try:

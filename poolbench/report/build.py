@@ -1,0 +1,253 @@
+"""``build_report``: results folder -> ``<out>/report.md``, PNG figures and ``results.csv``."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UsageError
+from ..store import ROW_COLUMNS, load_results
+from . import plots
+from .markdown import Document, code_span
+from .sections import RENDERERS, SUITE_ORDER, TITLES, ReportContext, generic_section
+
+DEFAULT_REFERENCE = "max"
+NORMALISED_SUITES = ("robustness", "perturbation")
+ENVIRONMENT = (("torch", "torch_version"), ("poolbench", "poolbench_version"),
+               ("git commit", "git_commit"), ("device", "device"), ("threads", "threads"),
+               ("dtype", "dtype"), ("memory format", "memory_format"))
+# Columns that identify a row, in sort priority; every other column follows alphabetically.
+SORT_FIRST = ("suite", "model", "dataset", "pool", "seed", "metric")
+
+
+def build_report(results: str, out: str, *, title: str | None = None,
+                 reference: str | None = None, illustrations: bool = True) -> Path:
+    """Write ``report.md``, ``fig-*.png`` and ``results.csv`` into ``out`` from the rows under
+    ``results``; returns the path of report.md.
+
+    ``reference``: the pool that normalises CE/mCE and FR/mFR (default: the last
+    ``--reference`` of that suite's command in ``<results>/commands.log``, else ``max``); it is
+    marked with a dagger in the tables. ``illustrations``: also draw the LiftPool sub-band and
+    up-pooling reconstruction figures (computed at report time, not from the results).
+    Raises UsageError when ``results`` is missing or holds no rows. The same rows give
+    byte-identical files.
+    """
+    results_path = Path(results)
+    if not results_path.is_dir():
+        raise UsageError(f"no results folder at {results}; run a suite first "
+                         "(e.g. `poolbench run accuracy`) or pass --results DIR")
+    frame = load_results(results_path)
+    if frame.empty:
+        raise UsageError(f"no result rows under {results}; run a suite first "
+                         f"(e.g. `poolbench run accuracy --results {results}`)")
+    frame = sort_rows(frame)
+    out_path = Path(out)
+    out_path.mkdir(parents=True, exist_ok=True)
+    for old in sorted(out_path.glob("fig-*.png")):    # figures of an earlier build
+        old.unlink()
+
+    commands = read_commands(results_path)
+    refs = {s: _canonical(reference or _reference_from(commands, s) or DEFAULT_REFERENCE)
+            for s in NORMALISED_SUITES}
+    errors = frame["error"].fillna("").astype(str) != ""
+    good = frame[~errors]      # (metric "error" is also robustness's error per corruption)
+    ctx = ReportContext(rows=good, out=out_path, references=refs,
+                        baseline=refs["robustness"] if refs["robustness"] != "alexnet" else DEFAULT_REFERENCE,
+                        styles=plots.pool_styles(frame["pool"].dropna().astype(str)))
+
+    doc = Document()
+    doc.heading(title or f"poolbench report: {results_path.name or results}", 1)
+    doc.para(f"Built by poolbench's report builder from the {len(frame)} result rows under "
+             f"{code_span(results)}; every row is in `results.csv` (tidy: one measured value per row).")
+    _overview(doc, frame, good)
+    _environment(doc, frame)
+    _commands(doc, commands)
+
+    present = [s for s in SUITE_ORDER if (good["suite"] == s).any()]
+    others = sorted(set(good["suite"].dropna().astype(str)) - set(SUITE_ORDER))
+    for name in list(SUITE_ORDER) + others:
+        doc.heading(TITLES.get(name, name), 2)
+        if name not in present and name not in others:
+            if (frame["suite"] == name).any():
+                doc.note(f"Every {name} cell failed: see Failed cells below.")
+                continue
+            doc.note(f"No {name} results in this folder: section skipped "
+                     f"(run `poolbench run {name} --results {results}` to add it).")
+            continue
+        if name in RENDERERS:
+            RENDERERS[name](doc, ctx)
+        else:
+            generic_section(doc, ctx, name)
+
+    if illustrations:
+        _illustrations(doc, ctx)
+    _failures(doc, frame[errors])
+
+    write_csv(frame, out_path / "results.csv")
+    path = out_path / "report.md"
+    path.write_text(doc.render())
+    return path
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+def sort_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """All rows in a fixed order and a fixed column order (store columns, then the rest sorted)."""
+    first = [c for c in ROW_COLUMNS if c in frame.columns]
+    columns = first + sorted(c for c in frame.columns if c not in first)
+    frame = frame[columns]
+    keys = [c for c in SORT_FIRST if c in frame.columns]
+    keys += sorted(c for c in frame.columns if c not in keys and c not in ("value", "time"))
+    keys += [c for c in ("time", "value") if c in frame.columns]
+    order = pd.DataFrame({k: _sort_key(frame[k]) for k in keys})
+    index = order.sort_values(keys, kind="mergesort", na_position="last").index
+    return frame.loc[index].reset_index(drop=True)
+
+
+def _sort_key(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series
+    numeric = pd.to_numeric(series, errors="coerce")
+    if numeric.notna().sum() == series.notna().sum():      # numbers stored as objects
+        return numeric
+    return series.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+# --- header sections ------------------------------------------------------------------------
+
+def _overview(doc: Document, frame: pd.DataFrame, good: pd.DataFrame) -> None:
+    rows = []
+    for suite in sorted(set(frame["suite"].dropna().astype(str)),
+                        key=lambda s: (SUITE_ORDER.index(s) if s in SUITE_ORDER else len(SUITE_ORDER), s)):
+        sub = frame[frame["suite"] == suite]
+        failed = int((sub["error"].fillna("").astype(str) != "").sum())
+        rows.append([suite, ", ".join(sorted(sub["pool"].dropna().astype(str).unique())),
+                     str(sub["config_hash"].nunique()), str(len(sub)), str(failed)])
+    from tabulate import tabulate
+
+    doc.table(tabulate(rows, headers=["suite", "pools", "cells", "rows", "failed rows"],
+                       tablefmt="github", disable_numparse=True))
+
+
+def _values(series: pd.Series) -> str:
+    vals = series.dropna()
+    vals = sorted({(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v))
+                   for v in vals if str(v) != ""})
+    if not vals:
+        return "n/a"
+    text = ", ".join(vals)
+    return text + " (mixed)" if len(vals) > 1 else text
+
+
+def _environment(doc: Document, frame: pd.DataFrame) -> None:
+    from tabulate import tabulate
+
+    doc.heading("Environment", 2)
+    rows = [[label, _values(frame[col]) if col in frame else "n/a"] for label, col in ENVIRONMENT]
+    times = frame["time"].dropna().astype(str) if "time" in frame else pd.Series(dtype=str)
+    if len(times):
+        rows.append(["rows written (UTC)", f"{times.min()} to {times.max()}"])
+    doc.table(tabulate(rows, headers=["", "value (from the result rows)"], tablefmt="github",
+                       disable_numparse=True))
+
+
+def read_commands(results: Path) -> list[str]:
+    """The command lines in ``<results>/commands.log``, each once, in first-run order."""
+    path = Path(results) / "commands.log"
+    if not path.is_file():
+        return []
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def _commands(doc: Document, commands: list[str]) -> None:
+    doc.heading("Commands", 2)
+    if not commands:
+        doc.note("No commands.log in the results folder: the commands that produced these rows "
+                 "are not recorded.")
+        return
+    doc.para("The commands that produced these results (from `commands.log`, each once, in order):")
+    doc.code(commands, "console")
+
+
+def _reference_from(commands: list[str], suite: str) -> str | None:
+    """The ``--reference`` of the last logged ``run <suite>`` command, if any."""
+    found = None
+    for line in commands:
+        try:
+            argv = shlex.split(line)
+        except ValueError:
+            continue
+        if "run" not in argv or suite not in argv[argv.index("run") + 1:argv.index("run") + 2]:
+            continue
+        for i, arg in enumerate(argv):
+            if arg == "--reference" and i + 1 < len(argv):
+                found = argv[i + 1]
+            elif arg.startswith("--reference="):
+                found = arg.split("=", 1)[1]
+    return found
+
+
+def _canonical(spec: str) -> str:
+    if spec == "alexnet":
+        return spec
+    try:
+        from ..registry import format_spec, parse_spec
+
+        return format_spec(*parse_spec(spec))
+    except UsageError:
+        return spec
+
+
+# --- closing sections ----------------------------------------------------------------------
+
+def _illustrations(doc: Document, ctx: ReportContext) -> None:
+    doc.heading("LiftPool illustrations", 2)
+    doc.para("Computed when the report is built (seeded, untrained operators on scikit-image's "
+             "sample images), not read from the results.")
+    try:
+        from . import illustrations
+    except ImportError as exc:  # pragma: no cover - a declared dependency is missing
+        doc.note(f"Skipped: {exc}")
+        return
+    try:
+        ctx.figure(doc, "lift-subbands", illustrations.band_figure, "LiftDownPool sub-bands",
+                   "LiftDownPool-2D sub-bands LL, LH, HL, HH (as the LiftPool paper's Figures 1 "
+                   "and 3) with an untrained, seeded LiftPool; with P = U = 0 (the lazy wavelet); "
+                   "and with the Haar predictor/updater.")
+    except (ImportError, UsageError) as exc:
+        doc.note(f"Sub-band figure skipped: {exc}")
+    try:
+        psnrs = []
+
+        def draw(path):
+            psnrs.extend(illustrations.reconstruction_figure(path)[1])
+
+        ctx.figure(doc, "up-pooling-reconstruction", draw, "up-pooling reconstructions",
+                   "Down-pool then up-pool (as the LiftPool paper's Figure 6): MaxUnpool, "
+                   "MaxUnpool + blur, LiftUpPool and bilinear upsampling.")
+        doc.table("\n".join(["| method | PSNR (dB) |", "|---|---:|"] +
+                            [f"| {name} | {value:.2f} |" for name, value in psnrs]))
+    except (ImportError, UsageError) as exc:
+        doc.note(f"Reconstruction figure skipped: {exc}")
+
+
+def _failures(doc: Document, failed: pd.DataFrame) -> None:
+    if failed.empty:
+        return
+    doc.heading("Failed cells", 2)
+    doc.para("These cells recorded an error instead of results (they are left out of the tables):")
+    items = []
+    for _, row in failed.iterrows():
+        where = " / ".join(str(row[c]) for c in ("suite", "pool", "model", "dataset")
+                           if c in row and pd.notna(row[c]))
+        message = re.sub(r"\s+", " ", str(row.get("error") or "no message"))
+        items.append(f"{where}: {message}")
+    doc.bullets(sorted(dict.fromkeys(items)))
