@@ -127,7 +127,8 @@ def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple
         name, opts = parse_spec(p)
         get_spec(name)  # unknown names fail here, before any work
         canonical.append(format_spec(name, opts))
-    if args["checkpoint"] and len(set(canonical)) > 1:
+    user_pools = set(canonical[: len(args["pools"]) or 1])
+    if args["checkpoint"] and len(user_pools) > 1:
         raise UsageError("--checkpoint evaluates one model: pass exactly one --pool")
     device = resolve_device(args["device"])
     init_distributed(device)
@@ -138,6 +139,7 @@ def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple
         results=args["results"] or env_default("results", "results"), device=device,
         data_root=args["data_root"], progress=not args["no_progress"], checkpoint=args["checkpoint"],
         threads=args["threads"], workers=args["workers"], extra={"slurm": preset.get("slurm", {})},
+        checkpoint_pool=next(iter(user_pools)) if args["checkpoint"] else None,
         corruption_data=options.get("corruption_data"),
         perturbation_data=options.get("perturbation_data"),
     )
@@ -274,7 +276,9 @@ def report_cmd(results, out, title, reference, no_illustrations):
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr (exit 2 usage, 1 failure)."""
     try:
-        cli.main(args=argv, prog_name="poolbench", standalone_mode=False)
+        rc = cli.main(args=argv, prog_name="poolbench", standalone_mode=False)
+        if isinstance(rc, int):  # click returns (not raises) Exit codes without standalone mode
+            return rc
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

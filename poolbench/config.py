@@ -50,6 +50,7 @@ class TrainConfig:
 
 
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)}
 
 
 def list_presets() -> list[str]:
@@ -93,6 +94,9 @@ def train_config(preset: dict, pool: str, seed: int, overrides: dict[str, Any] |
     values["seed"] = seed
     if "milestones" in values:
         values["milestones"] = tuple(values["milestones"])
+    for name in _FLOAT_FIELDS:  # `lr = 1` in TOML and `--lr 1` must name the same checkpoint
+        if isinstance(values.get(name), int) and not isinstance(values[name], bool):
+            values[name] = float(values[name])
     try:
         return TrainConfig(**values)
     except TypeError as exc:
@@ -103,7 +107,12 @@ def seeds_of(preset: dict, seed: int | None) -> list[int]:
     if seed is not None:
         return [seed]
     seeds = preset.get("train", {}).get("seeds", [0])
-    return [int(s) for s in seeds]
+    if isinstance(seeds, (int, str)):  # `seeds = 0` means one seed
+        seeds = [seeds]
+    try:
+        return [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise UsageError(f"[train] seeds must be a list of integers, got {seeds!r}") from None
 
 
 def env_default(name: str, default: Any) -> Any:

@@ -7,6 +7,7 @@ config-hash store, so every executor is resumable: a rerun skips finished cells.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import multiprocessing
 import os
 import sys
@@ -35,6 +36,15 @@ class RunContext:
     threads: int | None = None
     workers: int = 2
     extra: dict = field(default_factory=dict)
+    plugins: tuple = ()  # plugin files/modules to load again in worker processes and jobs
+    checkpoint_pool: str | None = None  # the pool whose cells use --checkpoint (None: every cell)
+
+    def checkpoint_for(self, cell: dict) -> str | None:
+        """The --checkpoint file for this cell: only the named pool's, never the reference's."""
+        if not self.checkpoint:
+            return None
+        pool = cell.get("train", {}).get("pool")
+        return self.checkpoint if self.checkpoint_pool in (None, pool) else None
 
 
 @dataclass
@@ -56,6 +66,11 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
 
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
+    if ctx.plugins:  # a fresh worker process knows only built-in and entry-point pools
+        from .registry import load_plugin
+
+        for item in ctx.plugins:
+            load_plugin(item)
     suite = get_suite(suite_name)
     chash = cell_hash(suite_name, cell)
     try:
@@ -66,7 +81,7 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
         rows = [suite.error_row(cell, ctx, str(exc))]
     base = {
         "suite": suite_name, "config_hash": chash, "device": ctx.device,
-        "threads": torch.get_num_threads(), **provenance(),
+        "threads": torch.get_num_threads(), "world_size": dist_info()[1], **provenance(),
     }
     rows = [{**base, **row} for row in rows]
     if dist_info()[0] == 0:
@@ -76,27 +91,42 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
 
 def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str = "sequential",
               log=None) -> RunReport:
+    from .train import barrier, is_main_process
+
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and executor != "sequential":
+        raise UsageError("under torchrun use --executor sequential (the processes train together)")
+    if ctx.checkpoint:
+        # the model evaluated is the file's, not the recipe's: its content names the cell, so
+        # that it neither reuses nor shadows the rows of the model trained from the recipe
+        digest = _file_sha256(ctx.checkpoint)
+        cells = [{**cell, "checkpoint_sha256": digest} if ctx.checkpoint_for(cell) else cell for cell in cells]
     store = ResultStore(ctx.results)
-    todo, rows_by_index, skipped = [], {}, 0
+    todo, rows_by_index, skipped, retried = [], {}, 0, 0
     for i, cell in enumerate(cells):
         chash = cell_hash(suite_name, cell)
         if store.has(suite_name, chash):
-            rows_by_index[i] = store.read(suite_name, chash)
-            skipped += 1
-        else:
-            todo.append((i, cell))
-    if skipped:
-        log(f"{suite_name}: {skipped} of {len(cells)} cells already in {ctx.results}, skipped")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and executor != "sequential":
-        raise UsageError("under torchrun use --executor sequential (the processes train together)")
+            stored = store.read(suite_name, chash)
+            if not any(r.get("error") for r in stored):
+                rows_by_index[i] = stored
+                skipped += 1
+                continue
+            retried += 1  # a failed cell is not finished: run it again
+        todo.append((i, cell))
+    # every process has listed the store before any writes to it (torchrun)
+    barrier()
+    if is_main_process():
+        if skipped:
+            log(f"{suite_name}: {skipped} of {len(cells)} cells already in {ctx.results}, skipped")
+        if retried:
+            log(f"{suite_name}: {retried} cells that failed before are run again")
+    if executor in ("process", "slurm") and not ctx.plugins:
+        ctx = RunContext(**{**asdict(ctx), "plugins": _loaded_plugins()})
 
     failed = 0
     if executor == "sequential" or not todo:
-        from .train import barrier
-
         for i, cell in todo:
             rows_by_index[i] = _execute(suite_name, cell, ctx)
             barrier()
@@ -115,6 +145,24 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     rows = [r for i in sorted(rows_by_index) for r in rows_by_index[i]]
     failed = sum(1 for r in rows if r.get("error"))
     return RunReport(rows=rows, computed=len(todo), skipped=skipped, failed=failed)
+
+
+def _file_sha256(path: str) -> str:
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except FileNotFoundError as exc:
+        raise UsageError(f"checkpoint {path} not found; pass an existing file to --checkpoint") from exc
+    except OSError as exc:
+        raise UsageError(f"checkpoint {path} cannot be read ({exc.strerror or exc}); "
+                         "pass a readable file to --checkpoint") from exc
+
+
+def _loaded_plugins() -> tuple:
+    """Plugin files and modules loaded in this process (--plugin), for worker processes."""
+    from . import registry
+
+    return tuple(sorted(getattr(registry, "_loaded_plugins", ())))
 
 
 def _run_slurm(suite_name: str, todo, ctx: RunContext, log) -> dict:

@@ -35,8 +35,34 @@ ROW_COLUMNS = (
 )
 
 
+def _json_default(obj: Any) -> Any:
+    """numpy scalars/arrays and tensors as their Python values (not their str); else str."""
+    for attr in ("item", "tolist"):
+        fn = getattr(obj, attr, None)
+        if callable(fn):
+            try:
+                return fn()
+            except (TypeError, ValueError, RuntimeError):
+                continue
+    return str(obj)
+
+
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux says it (os.umask sets it)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def config_hash(config: dict) -> str:
@@ -54,6 +80,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -108,7 +135,7 @@ class ResultStore:
 
     def write(self, suite: str, chash: str, cell: dict, rows: list[dict]) -> Path:
         path = self.path(suite, chash)
-        atomic_write_text(path, json.dumps({"cell": cell, "rows": rows}, indent=1, default=str))
+        atomic_write_text(path, json.dumps({"cell": cell, "rows": rows}, indent=1, default=_json_default))
         return path
 
     def read(self, suite: str, chash: str) -> list[dict]:
@@ -117,7 +144,10 @@ class ResultStore:
     def iter_rows(self, suites: Iterable[str] | None = None):
         if not self.root.exists():
             return
-        for path in sorted(self.root.rglob("*.json")):
+        # only <results>/<suite>/<hash>.json: not other JSON that lives below (e.g. .slurm/)
+        for path in sorted(self.root.glob("*/*.json")):
+            if path.parent.name.startswith(".") or path.name.startswith("."):
+                continue
             if suites is not None and path.parent.name not in suites:
                 continue
             yield from _read_rows(path)

@@ -6,7 +6,9 @@ DistributedDataParallel across the processes; rank 0 alone writes checkpoints an
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import datetime
 import fcntl
 import json
 import math
@@ -56,9 +58,18 @@ def init_distributed(device: str) -> None:
     if torch.distributed.is_initialized():
         return
     backend = "nccl" if device.startswith("cuda") else "gloo"
-    torch.distributed.init_process_group(backend=backend)
+    # rank 0 evaluates and writes alone while the others wait at a barrier: the default
+    # timeout (10 min for nccl) is shorter than an ImageNet-C evaluation
+    minutes = float(os.environ.get("POOLBENCH_DIST_TIMEOUT_MIN", "360"))
+    torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=minutes))
+    atexit.register(_destroy_process_group)
     if device.startswith("cuda"):
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def is_main_process() -> bool:
@@ -206,11 +217,16 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
             loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
             aux, terms = auxiliary_loss(model)
             total = loss + aux
-            if not torch.isfinite(total.detach()):
+            bad = not bool(torch.isfinite(total.detach()))
+            if world > 1:  # every rank stops together, or the others hang in the next all-reduce
+                flag = torch.tensor(float(bad), device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                bad = bool(flag.item())
+            if bad:
                 bar.close()
                 raise TrainingDiverged(
                     f"training {cfg.pool} on {cfg.model} diverged at epoch {epoch + 1} step {step + 1} "
-                    f"(loss {float(total)}); lower --lr or check the operator"
+                    f"(loss {float(total.detach())}); lower --lr or check the operator"
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
@@ -222,6 +238,19 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
                 bar.set_postfix(epoch=epoch + 1, loss=f"{task_loss:.3f}", **{k: f"{v:.3g}" for k, v in terms.items()})
     bar.close()
     elapsed = time.perf_counter() - start
+    # the last update can blow the weights up although every loss seen was finite
+    broken = [name for name, t in model.state_dict().items()
+              if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if world > 1:  # buffers (BN statistics) are per process: decide together
+        flag = torch.tensor(float(bool(broken)), device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and not broken:
+            broken = ["(on another process)"]
+    if broken:
+        raise TrainingDiverged(
+            f"training {cfg.pool} on {cfg.model} diverged: {len(broken)} weight tensors are not finite "
+            f"after the last step (e.g. {broken[0]}); lower --lr or check the operator"
+        )
     model.eval()
     info = {
         "train_time_s": elapsed,
@@ -249,6 +278,7 @@ def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: b
             _save_checkpoint(path, cfg, result)
         barrier()
         result.info["from_cache"] = False
+        result.info["checkpoint"] = str(path)
         return result
     with file_lock(path):
         if path.is_file():
@@ -273,16 +303,30 @@ def _save_checkpoint(path: Path, cfg: TrainConfig, result: TrainResult) -> None:
 def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit: bool = False) -> TrainResult:
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found; pass an existing file to --checkpoint")
+    fix = "pass the --model/--pool it was trained with" if explicit else "delete it and run again"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
-        model = build_model(cfg, bundle)
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # not a zip/pickle, a disallowed global (weights_only), truncated...
         raise UsageError(
-            f"checkpoint {path} does not fit {cfg.model} with pool {cfg.pool} ({first}); "
-            "pass the --model/--pool it was trained with"
+            f"checkpoint {path} is not a readable weights-only PyTorch checkpoint "
+            f"({type(exc).__name__}: {_first_line(exc)}); "
+            + ("pass a state_dict saved with torch.save" if explicit else "delete it and run again")
+        ) from exc
+    saved = payload.get("config") if isinstance(payload, dict) else None
+    if explicit and isinstance(saved, dict):
+        differs = [f"{k} {saved[k]!r} (asked for {getattr(cfg, k)!r})" for k in ("model", "pool")
+                   if k in saved and saved[k] != getattr(cfg, k)]
+        if differs:
+            raise UsageError(f"checkpoint {path} was trained with {', '.join(differs)}; {fix}")
+    state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
+    model = build_model(cfg, bundle)
+    try:
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not a state_dict")
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise UsageError(
+            f"checkpoint {path} does not fit {cfg.model} with pool {cfg.pool} ({_first_line(exc)}); {fix}"
         ) from exc
     model = model.to(device).to(memory_format=memory_format_for(device)).eval()
     info = {}
@@ -293,6 +337,15 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
             info = {}
     info.update({"from_cache": not explicit, "checkpoint": str(path)})
     return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The informative line of an exception (load_state_dict puts a header line first)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # --- evaluation -------------------------------------------------------------------------------

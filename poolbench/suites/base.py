@@ -57,7 +57,7 @@ class TrainedSuite:
 
         cfg = self.train_config(cell)
         bundle = bundle_for(cfg, ctx.data_root)
-        return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint)
+        return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell))
 
     def error_row(self, cell: dict, ctx, message: str) -> dict:
         from ..store import make_row

@@ -1,0 +1,189 @@
+"""`poolbench run SUITE`: tables, JSON, resume from the store, one-line user errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch.nn.functional as F
+from torch import nn
+
+from poolbench import registry
+from poolbench.cli import main
+
+TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.fixture
+def run(capsys, tmp_path):
+    """Run the CLI in-process: (exit code, stdout, stderr)."""
+
+    def _run(*args, results=tmp_path / "results"):
+        capsys.readouterr()
+        code = main(["run", *args, *TINY, "--results", str(results)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+def table(text: str) -> dict[str, dict[str, str]]:
+    """A github-format table as {first column value: {header: cell}}."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
+    assert len(lines) >= 3, text
+    split = lambda ln: [c.strip() for c in ln.strip().strip("|").split("|")]  # noqa: E731
+    header = split(lines[0])
+    return {cells[0]: dict(zip(header, cells)) for cells in map(split, lines[2:])}
+
+
+def one_error_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("poolbench: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+# --- accuracy -------------------------------------------------------------------------------------
+
+def test_accuracy_prints_a_table_and_writes_rows(run, tmp_path):
+    code, out, err = run("accuracy", "--pool", "max", "--pool", "avg")
+    assert code == 0, err
+    rows = table(out)
+    assert set(rows) == {"max", "avg"}
+    for r in rows.values():
+        assert 0 <= float(r["top-1 err %"]) <= 100 and r["seeds"] == "1"
+    assert len(list((tmp_path / "results" / "accuracy").glob("*.json"))) == 2
+    assert "accuracy: 2 cells" in err
+
+
+def test_rerun_comes_from_the_store_with_identical_json(run):
+    code, first, err = run("accuracy", "--pool", "max", "--pool", "avg", "--json")
+    assert code == 0, err
+    code, second, err = run("accuracy", "--pool", "max", "--pool", "avg", "--json")
+    assert code == 0 and "2 of 2 cells already in" in err
+    a, b = json.loads(first), json.loads(second)
+    assert a == b  # every value, timings and provenance included
+    assert {(r["pool"], r["metric"]) for r in a} >= {("max", "top1_error"), ("avg", "top1_error")}
+
+
+def test_json_prints_only_json_on_stdout(run):
+    code, out, err = run("accuracy", "--pool", "avg", "--json")
+    assert code == 0, err
+    rows = json.loads(out)  # nothing but the document
+    assert rows and all(r["suite"] == "accuracy" and r["pool"] == "avg" for r in rows)
+    assert "|" not in out.replace('"|"', "")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["accuracy", "--pool", "maxx"], "unknown pool 'maxx'; did you mean max?"),
+    (["accuracy", "--model", "convnett"], "unknown model 'convnett'"),
+    (["accuracy", "--dataset", "shapez"], "unknown classification dataset 'shapez'"),
+    (["accuracy", "--preset", "quik"], "unknown preset 'quik'; did you mean quick?"),
+    (["accuracy", "--executor", "threads"], "Invalid value for '--executor'"),
+    (["robustness", "--corruptions", "fogg"], "unknown corruption 'fogg'"),
+    (["robustness", "--severities", "0,9"], "severities must lie in 1..5"),
+    (["perturbation", "--perturbations", "wobble"], "unknown perturbation 'wobble'"),
+    (["accuracy", "--checkpoint", "/nonexistent/model.pt"], "not found"),
+])
+def test_user_errors_exit_2_with_one_line(run, tmp_path, args, needle):
+    code, out, err = run(*args)
+    assert code == 2 and out == ""
+    assert needle in one_error_line(err)
+    assert not (tmp_path / "results" / args[0]).exists()  # nothing ran
+
+
+def test_checkpoint_of_another_model_is_one_line_usage_error(run, tmp_path):
+    code, out, _ = run("accuracy", "--pool", "max", "--json")
+    assert code == 0
+    from poolbench.config import TrainConfig
+    from poolbench.train import checkpoint_path
+
+    ckpt = checkpoint_path(TrainConfig(pool="max", train_size=256, test_size=64, epochs=1, batch_size=64))
+    code, out, err = run("accuracy", "--pool", "skip", "--checkpoint", str(ckpt))
+    assert code == 2 and out == ""
+    assert "was trained with pool 'max'" in one_error_line(err)
+
+
+class NaNPool(nn.Module):
+    def forward(self, x):
+        return F.max_pool2d(x, 2) * float("nan")
+
+
+@pytest.fixture
+def nan_pool():
+    registry.register_pool("test_cli_nan")(lambda channels: NaNPool())
+    yield "test_cli_nan"
+    registry.unregister_pool("test_cli_nan")
+
+
+def test_diverged_training_reports_one_clear_line(run, nan_pool):
+    code, out, err = run("accuracy", "--pool", nan_pool)
+    lines = [ln for ln in err.splitlines() if ln.startswith("poolbench:")]
+    assert len(lines) == 1 and lines[0].startswith(f"poolbench: {nan_pool}: training {nan_pool}")
+    assert "lower --lr" in lines[0] and "Traceback" not in err and "Warning" not in err
+
+
+def test_diverged_training_exits_1(run, nan_pool):
+    code, _, _ = run("accuracy", "--pool", nan_pool)
+    assert code == 1
+
+
+# --- robustness, perturbation, shift ---------------------------------------------------------------
+
+def test_robustness_mce_against_max(run):
+    args = ["robustness", "--pool", "avg", "--subset", "32", "--corruptions", "gaussian_noise,fog",
+            "--severities", "1,3"]
+    code, out, err = run(*args)
+    assert code == 0, err
+    rows = table(out)
+    assert set(rows) == {"avg", "max"}  # the reference is added and trained on the same images
+    assert float(rows["max"]["mCE"]) == 100.0
+    assert {"CE gauss", "CE fog", "clean err %"} <= set(rows["avg"])
+
+    code, out, err = run(*args, "--json")
+    assert code == 0 and "2 of 2 cells already in" in err
+    data = json.loads(out)
+    errors = {(r["pool"], r["corruption"], r["severity"]): r["value"] for r in data if r["metric"] == "error"}
+    assert {(c, s) for _, c, s in errors} == {("gaussian_noise", 1), ("gaussian_noise", 3), ("fog", 1), ("fog", 3)}
+    assert all(r["n"] == 32 for r in data if r["metric"] in ("error", "clean_error"))
+    ce = [sum(errors["avg", c, s] for s in (1, 3)) / sum(errors["max", c, s] for s in (1, 3))
+          for c in ("gaussian_noise", "fog")]
+    assert float(rows["avg"]["mCE"]) == pytest.approx(100 * np.mean(ce), abs=0.006)
+    assert float(rows["avg"]["CE fog"]) == pytest.approx(100 * ce[1], abs=0.006)
+
+
+def test_perturbation_mfr_against_max(run):
+    args = ["perturbation", "--pool", "avg", "--subset", "32", "--perturbations", "translate,gaussian_noise"]
+    code, out, err = run(*args)
+    assert code == 0, err
+    rows = table(out)
+    assert set(rows) == {"avg", "max"}
+    assert float(rows["max"]["mFR"]) == 100.0 and float(rows["max"]["mT5D"]) == 100.0
+
+    code, out, _ = run(*args, "--json")
+    data = json.loads(out)
+    fp = {(r["pool"], r["perturbation"]): r["value"] for r in data if r["metric"] == "flip_probability"}
+    assert {p for _, p in fp} == {"translate", "gaussian_noise"}
+    assert all(0 <= v <= 1 for v in fp.values())
+    used = [p for p in ("translate", "gaussian_noise") if fp["max", p] > 0]
+    if used:
+        expected = 100 * np.mean([fp["avg", p] / fp["max", p] for p in used])
+        assert float(rows["avg"]["mFR"]) == pytest.approx(expected, abs=0.006)
+
+
+def test_shift_consistency(run):
+    code, out, err = run("shift", "--pool", "avg", "--subset", "32", "--passes", "2", "--max-shift", "2")
+    assert code == 0, err
+    rows = table(out)
+    assert set(rows) == {"avg"}
+    for col in ("consistency crop %", "consistency circular %", "clean acc %"):
+        assert 0 <= float(rows["avg"][col]) <= 100
+
+    code, out, _ = run("shift", "--pool", "avg", "--subset", "32", "--passes", "2", "--max-shift", "2", "--json")
+    data = json.loads(out)
+    kinds = sorted(r["shift_kind"] for r in data if r["metric"] == "consistency")
+    assert kinds == ["circular", "crop"]
+    diag = sorted(r["shift"] for r in data if r["metric"] == "top1_accuracy")
+    assert diag == [0, 1, 2]
+    acc0 = next(r["value"] for r in data if r["metric"] == "top1_accuracy" and r["shift"] == 0)
+    assert float(rows["avg"]["clean acc %"]) == pytest.approx(acc0, abs=0.006)

@@ -1,0 +1,44 @@
+"""torchrun + DistributedDataParallel on CPU (gloo, two processes): rank 0 alone writes results."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64"]
+
+
+def test_torchrun_two_processes_write_each_cell_once(tmp_path):
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
+           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "poolbench.cli", "run", "accuracy", "--pool", "max", "--pool", "avg", *TINY,
+           "--results", str(results), "--no-progress", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # one JSON document on stdout: rank 1 prints nothing
+    printed = json.loads(proc.stdout)
+    assert {r["pool"] for r in printed} == {"max", "avg"}
+
+    files = sorted((results / "accuracy").iterdir())
+    assert len(files) == 2 and all(f.suffix == ".json" for f in files)  # no temporary leftovers
+    rows = [r for f in files for r in json.loads(f.read_text())["rows"]]
+    keys = [(r["pool"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys))  # every value exactly once
+    assert {"top1_error", "top5_error", "params"} <= {m for _, m in keys}
+    assert all(r["world_size"] == 2 and r["error"] == "" for r in rows)
+    assert sorted(rows, key=str) == sorted(printed, key=str)
+
+    # the checkpoints were trained by both processes together and written once
+    infos = [json.loads(p.read_text())["info"] for p in (cache / "checkpoints").glob("*.json")]
+    assert len(infos) == 2 and all(i["world_size"] == 2 for i in infos)
+    assert len(list((cache / "checkpoints").glob("*.pt"))) == 2
+    # rank 0 alone logged the command
+    assert len((results / "commands.log").read_text().splitlines()) == 1
