@@ -127,7 +127,8 @@ class LiftingBranch(nn.Module):
         if x.dim() == 3:
             return self.along(x.unsqueeze(2), -1).squeeze(2)
         if x.dim() != 4:
-            raise ValueError(f"a lifting branch takes (N, C, L) or (N, C, M, L), got {tuple(x.shape)}")
+            raise ValueError(f"a lifting branch takes (N, C, L) or (N, C, M, L), got "
+                             f"{tuple(x.shape)}")
         return self.along(x, -1)
 
 

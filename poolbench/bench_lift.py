@@ -1,0 +1,286 @@
+"""Timing harness for LiftPool: ``python -m poolbench.bench_lift [--threads N] [--repeats R]
+[--shapes NxCxHxW ...] [--layouts nchw,cl] [--json PATH]``.
+
+Times the forward pass (eval mode, no grad) and forward+backward (training mode, the task-like
+loss ``(y * g).sum()`` plus LiftPool's auxiliary losses, gradients of the input and of every
+parameter) of ``lift`` (fast path), ``lift:impl=reference`` and ``max`` on the SAME tensors in
+one run, with the thread count set explicitly. The callables are timed round-robin (one call of
+each in turn, repeated), so that a load change on a shared machine hits all of them alike;
+medians and minima are reported, and the ratios fast/reference and lift/max of both.
+
+The timing helpers (``time_callable``, ``time_interleaved``, ``TimingStats``) are reusable by
+the efficiency suite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+DEFAULT_SHAPES = ("32x64x56x56", "32x256x14x14")
+DEFAULT_POOLS = ("lift", "lift:impl=reference", "max")
+
+
+@dataclass
+class TimingStats:
+    """Wall-clock statistics of repeated calls, in seconds."""
+
+    times: list[float] = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.times)
+
+    @property
+    def iqr(self) -> float:
+        if self.n < 4:
+            return 0.0
+        q = statistics.quantiles(self.times, n=4)
+        return q[2] - q[0]
+
+    def summary(self) -> dict:
+        return {"n": self.n, "median_s": self.median, "min_s": self.min, "mean_s": self.mean,
+                "iqr_s": self.iqr}
+
+
+def time_callable(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
+                  min_time: float = 0.0, clock: str = "wall") -> TimingStats:
+    """Call ``fn`` ``warmup`` times, then time ``repeats`` calls (or more, until ``min_time``
+    seconds have been spent) with time.perf_counter. CPU work is synchronous; on CUDA the
+    caller's ``fn`` must synchronise."""
+    return time_interleaved({"fn": fn}, repeats=repeats, warmup=warmup, min_time=min_time,
+                            clock=clock)["fn"]
+
+
+CLOCKS = {
+    # wall-clock time: what a user waits for; inflated when other processes share the cores
+    "wall": time.perf_counter,
+    # CPU time of the calling thread: with torch.set_num_threads(1) every op runs on it, so
+    # this is the work done, robust to preemption by other processes on a shared machine
+    "thread": time.thread_time,
+    # CPU time of the whole process (all intra-op threads summed)
+    "process": time.process_time,
+}
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3,
+                     min_time: float = 0.0, clock: str = "wall") -> dict[str, TimingStats]:
+    """Time several callables round-robin: each round calls every one once, in order, so a
+    change of load on the machine affects all alike (the way to compare them in one run).
+    ``clock`` is "wall", "thread" (CPU time of this thread) or "process" (see CLOCKS)."""
+    now = CLOCKS[clock]
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (time.perf_counter() - start) < min_time:
+        for name, fn in fns.items():
+            t0 = now()
+            fn()
+            times[name].append(now() - t0)
+        rounds += 1
+    return {k: TimingStats(v) for k, v in times.items()}
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    parts = text.lower().replace("*", "x").split("x")
+    if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"shape {text!r} must look like NxCxHxW, e.g. 32x64x56x56")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def make_cases(shape, layout: str, pools=DEFAULT_POOLS, dtype=torch.float32, seed: int = 0):
+    """Callables (forward and forward+backward) of each pool on one shared input.
+
+    Returns {(pool, pass): fn}. All LiftPool variants get the same weights."""
+    from .auxiliary import auxiliary_loss
+    from .registry import get_pool
+
+    n, c, h, w = shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+    modules = {}
+    state = None
+    for spec in pools:
+        torch.manual_seed(seed)
+        m = get_pool(spec, c).to(dtype)
+        if spec.startswith("lift"):
+            if state is None:
+                state = m.state_dict()
+            else:
+                m.load_state_dict(state)
+        modules[spec] = m
+    with torch.no_grad():
+        out_shape = modules[pools[0]].eval()(x).shape
+    g = torch.randn(out_shape, generator=gen, dtype=dtype)
+
+    def forward(m):
+        def fn():
+            m.eval()
+            with torch.no_grad():
+                return m(x)
+        return fn
+
+    def forward_backward(m):
+        params = [p for p in m.parameters() if p.requires_grad]
+
+        def fn():
+            m.train()
+            xx = x.detach().requires_grad_()
+            y = m(xx)
+            loss = (y * g).sum() + auxiliary_loss(m)[0]
+            return torch.autograd.grad(loss, [xx, *params])
+        return fn
+
+    cases = {}
+    for spec, m in modules.items():
+        cases[(spec, "fwd")] = forward(m)
+        cases[(spec, "fwd+bwd")] = forward_backward(m)
+    return cases
+
+
+def run_benchmark(shapes=DEFAULT_SHAPES, layouts=("nchw", "cl"), threads: int = 1,
+                  repeats: int = 15, warmup: int = 2, pools=DEFAULT_POOLS,
+                  dtype=torch.float32, progress: Callable[[str], None] | None = None,
+                  clock: str | None = None) -> list[dict]:
+    """Rows {shape, layout, pass, pool, median_s, min_s, ...}, timed round-robin per shape,
+    layout and pass, with ``threads`` intra-op threads (the previous setting is restored).
+    ``clock`` defaults to "thread" for one thread (robust on a shared machine), else "wall"."""
+    clock = clock or ("thread" if threads == 1 else "wall")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(shapes, layouts, threads, repeats, warmup, pools, dtype, progress, clock)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(shapes, layouts, threads, repeats, warmup, pools, dtype, progress, clock):
+    rows = []
+    for shape in shapes:
+        shape = parse_shape(shape) if isinstance(shape, str) else tuple(shape)
+        for layout in layouts:
+            cases = make_cases(shape, layout, pools, dtype)
+            for pass_ in ("fwd", "fwd+bwd"):
+                fns = {spec: cases[(spec, pass_)] for spec in pools}
+                if progress:
+                    progress(f"timing {'x'.join(map(str, shape))} {layout} {pass_} ...")
+                stats = time_interleaved(fns, repeats=repeats, warmup=warmup, clock=clock)
+                for spec, st in stats.items():
+                    rows.append({"shape": "x".join(map(str, shape)), "layout": layout,
+                                 "pass": pass_, "pool": spec, "threads": threads, "clock": clock,
+                                 "dtype": str(dtype).replace("torch.", ""), **st.summary()})
+    return rows
+
+
+def ratio_table(rows: list[dict], fast: str = "lift", ref: str = "lift:impl=reference",
+                base: str = "max") -> list[dict]:
+    """One line per (shape, layout, pass): medians (and minima) in ms and the ratios
+    reference/fast (the fast path's speed-up) and lift/max (its cost over max pooling)."""
+    keyed = {}
+    for r in rows:
+        keyed.setdefault((r["shape"], r["layout"], r["pass"]), {})[r["pool"]] = r
+    out = []
+    for (shape, layout, pass_), by in keyed.items():
+        line = {"shape": shape, "layout": layout, "pass": pass_}
+        for name, label in ((fast, "fast"), (ref, "reference"), (base, "max")):
+            if name in by:
+                line[f"{label}_ms"] = 1e3 * by[name]["median_s"]
+                line[f"{label}_min_ms"] = 1e3 * by[name]["min_s"]
+        if fast in by and ref in by:
+            line["ref/fast"] = by[ref]["median_s"] / by[fast]["median_s"]
+            line["ref/fast(min)"] = by[ref]["min_s"] / by[fast]["min_s"]
+        if fast in by and base in by:
+            line["lift/max"] = by[fast]["median_s"] / by[base]["median_s"]
+            line["lift/max(min)"] = by[fast]["min_s"] / by[base]["min_s"]
+        out.append(line)
+    return out
+
+
+def format_table(lines: list[dict]) -> str:
+    cols = [("shape", "shape", "{}"), ("layout", "layout", "{}"), ("pass", "pass", "{}"),
+            ("fast_ms", "fast ms", "{:.2f}"), ("reference_ms", "ref ms", "{:.2f}"),
+            ("max_ms", "max ms", "{:.2f}"), ("ref/fast", "ref/fast", "{:.2f}x"),
+            ("ref/fast(min)", "(min)", "{:.2f}x"), ("lift/max", "lift/max", "{:.2f}x"),
+            ("lift/max(min)", "(min)", "{:.2f}x")]
+    cols = [c for c in cols if any(c[0] in line for line in lines)]
+    cells = [[c[1] for c in cols]]
+    for line in lines:
+        cells.append([c[2].format(line[c[0]]) if c[0] in line and not (
+            isinstance(line[c[0]], float) and math.isnan(line[c[0]])) else "-" for c in cols])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
+    fmt = lambda row: "  ".join(v.rjust(w) for v, w in zip(row, widths))  # noqa: E731
+    out = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
+    out += [fmt(row) for row in cells[1:]]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m poolbench.bench_lift",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    ap.add_argument("--repeats", type=int, default=15, help="timed rounds per case (default 15)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls per callable first")
+    ap.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
+                    help=f"input shapes NxCxHxW (default {' '.join(DEFAULT_SHAPES)})")
+    ap.add_argument("--layouts", default="nchw,cl", help="comma list of nchw, cl (default both)")
+    ap.add_argument("--pools", default=";".join(DEFAULT_POOLS),
+                    help="';'-separated pool specs; the first is 'fast', the second 'reference', "
+                         "the third the baseline (default: lift;lift:impl=reference;max)")
+    ap.add_argument("--clock", choices=tuple(CLOCKS), default=None,
+                    help="wall (perf_counter), thread (CPU time of this thread; the default with "
+                         "--threads 1, robust on a shared machine) or process (CPU time, all "
+                         "threads); default: thread for 1 thread, else wall")
+    ap.add_argument("--json", metavar="PATH", help="also write the raw rows as JSON")
+    args = ap.parse_args(argv)
+    if args.threads < 1 or args.repeats < 1:
+        ap.error("--threads and --repeats must be >= 1")
+    layouts = tuple(s.strip() for s in args.layouts.split(",") if s.strip())
+    if not layouts or any(l not in ("nchw", "cl") for l in layouts):
+        ap.error("--layouts takes nchw, cl or both")
+    pools = tuple(s.strip() for s in args.pools.split(";") if s.strip())
+    shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
+    clock = args.clock or ("thread" if args.threads == 1 else "wall")
+    print(f"poolbench.bench_lift: torch {torch.__version__}, threads={args.threads}, "
+          f"repeats={args.repeats}, clock={clock}, float32, "
+          f"{platform.processor() or platform.machine()}", flush=True)
+    rows = run_benchmark(shapes, layouts, args.threads, args.repeats, args.warmup, pools,
+                         progress=lambda m: print(m, file=sys.stderr, flush=True), clock=clock)
+    fast, ref, base = (pools + (None, None, None))[:3]
+    print(format_table(ratio_table(rows, fast, ref, base)))
+    print("medians (min in the '(min)' columns); ref/fast = speed-up of the fast path; "
+          "lift/max = fast LiftPool time over MaxPool2d time. On a shared machine compare the "
+          "ratios, which are measured round-robin in one run.")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"threads": args.threads, "repeats": args.repeats, "clock": clock,
+                       "torch": torch.__version__, "rows": rows}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

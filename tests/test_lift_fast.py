@@ -1,0 +1,280 @@
+"""LiftPool's fast path (impl="fast") against the plain reference (impl="reference"): forward,
+backward (input and every parameter), auxiliary losses, inference mode, NCHW and channels_last;
+float64 gradcheck of both; the timing harness."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from poolbench import auxiliary_loss, get_pool
+from poolbench.bench_lift import (
+    format_table,
+    main as bench_main,
+    ratio_table,
+    run_benchmark,
+    time_callable,
+    time_interleaved,
+)
+from poolbench.pools.lift import LiftDownPool1d
+
+
+def _pair(channels=4, dtype=torch.float64, seed=0, scale=None, **opts):
+    """(reference, fast) pools with the same weights."""
+    torch.manual_seed(seed)
+    ref = get_pool("lift", channels, impl="reference", **opts).to(dtype)
+    fast = get_pool("lift", channels, impl="fast", **opts).to(dtype)
+    if scale is not None:
+        g = torch.Generator().manual_seed(seed + 100)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * scale)
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def _run(pool, x, g, train=True):
+    """Output, gradients (input, then parameters) of (y * g).sum() + auxiliary loss, and the
+    logged auxiliary terms."""
+    pool.train(train)
+    x = x.detach().requires_grad_()
+    y = pool(x)
+    total, terms = auxiliary_loss(pool)
+    params = [p for p in pool.parameters()]
+    grads = torch.autograd.grad((y * g).sum() + total, [x, *params], allow_unused=True)
+    grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip([x, *params], grads)]
+    return y, grads, terms
+
+
+def _assert_same(ref, fast, x, train=True, rtol=1e-10, atol=1e-10, seed=0):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        shape = ref.eval()(x).shape
+    g = torch.randn(shape, dtype=x.dtype)
+    yr, gr, tr = _run(ref, x, g, train)
+    yf, gf, tf = _run(fast, x, g, train)
+    torch.testing.assert_close(yf, yr, rtol=rtol, atol=atol, msg=lambda m: f"output: {m}")
+    names = ["input"] + [n for n, _ in ref.named_parameters()]
+    for name, a, b in zip(names, gr, gf):
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol, msg=lambda m: f"grad {name}: {m}")
+    assert tr.keys() == tf.keys()
+    for k in tr:
+        assert tf[k] == pytest.approx(tr[k], rel=max(rtol, 1e-12), abs=atol)
+
+
+OPTION_GRID = [
+    dict(),
+    dict(kernel_size=3),
+    dict(kernel_size=7, padding_mode="replicate"),
+    dict(kernel_size=2, padding_mode="circular"),
+    dict(kernel_size=4, padding_mode="zeros"),
+    dict(kernel_size=1),
+    dict(g1=1),
+    dict(g1=2, g2=2),
+    dict(g2=1, bias=True),
+    dict(bias=True),
+    dict(bands="LL"),
+    dict(bands="HL+HH"),
+    dict(bands="concat"),
+    dict(loss="l2"),
+    dict(loss_on="first"),
+    dict(odd="pad"),
+    dict(lambda_u=0.0, lambda_p=2.0),
+]
+
+
+def _ids(o):
+    return ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+
+
+@pytest.mark.parametrize("opts", OPTION_GRID, ids=_ids)
+def test_fast_equals_reference_float64(opts):
+    ref, fast = _pair(scale=0.7, **opts)
+    for shape, cl in itertools.product([(2, 4, 8, 10), (1, 4, 7, 5), (2, 4, 2, 6)], (False, True)):
+        x = torch.randn(shape, dtype=torch.float64)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for train in (True, False):
+            _assert_same(ref, fast, x, train)
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(g1=2, g2=4, bias=True, padding_mode="zeros"),
+                                  dict(bands="concat", loss="l2"), dict(odd="pad", kernel_size=7)],
+                         ids=_ids)
+def test_fast_equals_reference_float32(monkeypatch, opts):
+    """float32 at a size where mkldnn's channels_last kernels run, in batch chunks of 3."""
+    import poolbench.pools.lift_fast as lift_fast
+    monkeypatch.setattr(lift_fast, "CHUNK_BYTES", 3 * 16 * 24 * 19 * 4)
+    ref, fast = _pair(channels=16, dtype=torch.float32, **opts)
+    for cl in (False, True):
+        x = torch.randn(5, 16, 24, 19)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        _assert_same(ref, fast, x, train=True, rtol=2e-4, atol=2e-5)
+
+
+def test_fast_with_zero_and_negative_1x1_weights():
+    """Folding 2|w1| into the K-tap kernel needs w1 != 0: a zero weight takes the plain path,
+    and its gradient must still be right (initialising P and U at zero is natural)."""
+    for w1 in ([0.0, 0.5, -0.3, 1.2], [-1.0, -0.5, -0.3, -2.0], [0.0] * 4):
+        ref, fast = _pair(scale=0.8)
+        with torch.no_grad():
+            for pool in (ref, fast):
+                pool.predictor.weight_1.copy_(torch.tensor(w1).view(4, 1))
+                pool.updater.weight_1.copy_(torch.tensor(w1[::-1]).view(4, 1))
+        _assert_same(ref, fast, torch.randn(2, 4, 8, 8, dtype=torch.float64))
+
+
+def test_inference_path_equals_reference():
+    """No grad needed: the fast path reuses buffers in place; the same values (and losses in
+    training mode)."""
+    for opts in (dict(), dict(g2=2), dict(bias=True), dict(bands="concat", odd="pad")):
+        ref, fast = _pair(scale=0.6, **opts)
+        for train, cl in itertools.product((False, True), (False, True)):
+            x = torch.randn(2, 4, 9, 8, dtype=torch.float64)
+            if cl:
+                x = x.contiguous(memory_format=torch.channels_last)
+            ref.train(train), fast.train(train)
+            with torch.no_grad():
+                yr, yf = ref(x), fast(x)
+            torch.testing.assert_close(yf, yr, rtol=1e-10, atol=1e-10)
+            assert ref.auxiliary_losses().keys() == fast.auxiliary_losses().keys()
+            for k, (w, v) in ref.auxiliary_losses().items():
+                torch.testing.assert_close(fast.auxiliary_losses()[k][1], v)
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(loss="l2"), dict(loss="l2", loss_on="first", bands="HH"),
+                                  dict(bands="concat", g2=2, bias=True)], ids=_ids)
+def test_fast_in_batch_chunks_equals_reference(monkeypatch, opts):
+    """The fast path runs the batch in chunks (lift_fast.CHUNK_BYTES): one sample per chunk,
+    with loss sums (and the plain norms) accumulated across chunks."""
+    import poolbench.pools.lift_fast as lift_fast
+    monkeypatch.setattr(lift_fast, "CHUNK_BYTES", 1)
+    ref, fast = _pair(scale=0.6, **opts)
+    for cl in (False, True):
+        x = torch.randn(3, 4, 6, 8, dtype=torch.float64)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        _assert_same(ref, fast, x, train=True)
+        _assert_same(ref, fast, x, train=False)
+    torch.manual_seed(0)
+    r1 = LiftDownPool1d(3, impl="reference", loss="l2").double()
+    f1 = LiftDownPool1d(3, impl="fast", loss="l2").double()
+    f1.load_state_dict(r1.state_dict())
+    x = torch.randn(4, 3, 10, dtype=torch.float64)
+    g = torch.randn(4, 3, 5, dtype=torch.float64)
+    (yr, gr, tr), (yf, gf, tf) = _run(r1, x, g), _run(f1, x, g)
+    torch.testing.assert_close(yf, yr)
+    for a, b in zip(gr, gf):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+    assert tf == pytest.approx(tr)
+
+
+def test_fast_up_equals_reference_up():
+    ref, fast = _pair(scale=0.9, bands="LL")
+    x = torch.randn(2, 4, 8, 6, dtype=torch.float64)
+    (yr, sr), (yf, sf) = ref.down(x), fast.down(x)
+    z = torch.randn_like(yr, requires_grad=True)
+    ur, uf = ref.up(z, sr), fast.up(z, sf)
+    torch.testing.assert_close(uf, ur, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ur)
+    gr = torch.autograd.grad((ur * g).sum(), [z, *ref.parameters()])
+    gf = torch.autograd.grad((uf * g).sum(), [z, *fast.parameters()])
+    for a, b in zip(gr, gf):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+
+
+def test_1d_fast_equals_reference():
+    for opts in (dict(), dict(bands="H", loss="l2"), dict(odd="pad", kernel_size=3, g1=1)):
+        torch.manual_seed(0)
+        ref = LiftDownPool1d(3, impl="reference", **opts).double()
+        fast = LiftDownPool1d(3, impl="fast", **opts).double()
+        fast.load_state_dict(ref.state_dict())
+        x = torch.randn(2, 3, 11, dtype=torch.float64)
+        g = torch.randn(ref(x).shape, dtype=torch.float64)
+        yr, gr, tr = _run(ref, x, g)
+        yf, gf, tf = _run(fast, x, g)
+        torch.testing.assert_close(yf, yr)
+        for a, b in zip(gr, gf):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-10)
+        assert tf == pytest.approx(tr)
+
+
+# --- gradcheck -----------------------------------------------------------------------------
+
+def _gradcheck(pool, x, train, fast_mode):
+    """gradcheck of (output, c_u, c_p) with respect to the input and every parameter."""
+    names = [n for n, _ in pool.named_parameters()]
+    params = [p.detach().clone().requires_grad_() for p in pool.parameters()]
+    pool.train(train)
+
+    def fn(x, *ps):
+        y = functional_call(pool, dict(zip(names, ps)), (x,))
+        aux = pool.auxiliary_losses()
+        return (y,) + tuple(aux[k][1] for k in sorted(aux))
+    x = x.detach().requires_grad_()
+    assert torch.autograd.gradcheck(fn, (x, *params), eps=1e-6, atol=1e-6, rtol=1e-4,
+                                    fast_mode=fast_mode)
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("opts, train, fast_mode", [
+    (dict(), True, False),
+    (dict(), False, True),
+    (dict(kernel_size=3, g1=1, g2=2, bias=True, padding_mode="replicate"), True, True),
+    (dict(loss="l2", loss_on="first", bands="LH+HH", padding_mode="circular"), True, True),
+    (dict(odd="pad", kernel_size=4, padding_mode="zeros", bands="concat"), True, True),
+], ids=["default-train", "default-eval", "groups-bias", "l2-first", "pad-k4-concat"])
+def test_gradcheck_float64(impl, opts, train, fast_mode):
+    torch.manual_seed(0)
+    pool = get_pool("lift", 2, impl=impl, **opts).double()
+    x = torch.randn(1, 2, 6, 5 if opts.get("odd") == "pad" else 6, dtype=torch.float64)
+    _gradcheck(pool, x, train, fast_mode)
+
+
+def test_gradcheck_fast_with_a_zero_1x1_weight():
+    torch.manual_seed(0)
+    pool = get_pool("lift", 2).double()
+    with torch.no_grad():
+        pool.predictor.weight_1[0] = 0.0
+    _gradcheck(pool, torch.randn(1, 2, 6, 6, dtype=torch.float64), True, True)
+
+
+def test_fast_is_first_order_only():
+    pool = get_pool("lift", 2).double().train()
+    x = torch.randn(1, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(RuntimeError, match="first-order"):
+        torch.autograd.grad(pool(x).sum(), x, create_graph=True)
+    ref = get_pool("lift:impl=reference", 2).double().train()
+    (g,) = torch.autograd.grad(ref(x).pow(2).sum(), x, create_graph=True)
+    g.sum().backward()   # the reference supports double backward
+
+
+# --- the timing harness ---------------------------------------------------------------------
+
+def test_time_callable_and_interleaved():
+    calls = []
+    st = time_callable(lambda: calls.append(1), repeats=5, warmup=2)
+    assert st.n == 5 and len(calls) == 7 and st.min <= st.median
+    res = time_interleaved({"a": lambda: None, "b": lambda: sum(range(1000))}, repeats=3,
+                           warmup=0, clock="thread")
+    assert set(res) == {"a", "b"} and all(r.n == 3 for r in res.values())
+    assert set(st.summary()) >= {"median_s", "min_s", "n"}
+
+
+def test_benchmark_rows_and_table(capsys):
+    rows = run_benchmark(shapes=["2x4x8x8"], layouts=("nchw", "cl"), threads=1, repeats=2,
+                         warmup=1)
+    assert {(r["layout"], r["pass"], r["pool"]) for r in rows} == {
+        (lay, p, pool) for lay in ("nchw", "cl") for p in ("fwd", "fwd+bwd")
+        for pool in ("lift", "lift:impl=reference", "max")}
+    lines = ratio_table(rows)
+    assert len(lines) == 4 and all("ref/fast" in ln and "lift/max" in ln for ln in lines)
+    text = format_table(lines)
+    assert "ref/fast" in text and "2x4x8x8" in text
+    assert bench_main(["--shapes", "1x4x6x6", "--repeats", "1", "--warmup", "0",
+                       "--layouts", "cl"]) == 0
+    out = capsys.readouterr().out
+    assert "threads=1" in out and "1x4x6x6" in out
