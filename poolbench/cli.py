@@ -228,6 +228,66 @@ def run_shift(subset, passes, max_shift, **args):
     execute_suite("shift", args, {"subset": subset, "passes": passes, "max_shift": max_shift})
 
 
+@run_group.command("efficiency", context_settings=CONTEXT)
+@run_options
+@click.option("--baseline", default=None, help="Pool the ratios divide by, timed in the same run (default max).")
+@click.option("--levels", default=None, help="layer,model (default both).")
+@click.option("--layer-shapes", default=None, help="NxCxHxW,... (default 32x64x56x56,32x256x14x14).")
+@click.option("--dtypes", default=None, help="float32,bfloat16 (default both).")
+@click.option("--formats", default=None, help="nchw,channels_last (default both).")
+@click.option("--compile/--no-compile", "compile_", default=None, help="Also time torch.compile, with compile time.")
+@click.option("--repeats", type=int, default=None, help="Timed repetitions per pool (default 20).")
+@click.option("--clock", type=click.Choice(["wall", "thread", "process"]), default=None,
+              help="wall (default), or CPU time of the thread/process (robust on a shared machine).")
+def run_efficiency(baseline, levels, layer_shapes, dtypes, formats, compile_, repeats, clock, **args):
+    """Parameters, buffers, FLOPs, latency and memory per pool, with ratios to a baseline."""
+    if args["executor"] != "sequential":
+        raise UsageError("efficiency times pools side by side: use --executor sequential")
+    from .train import resolve_device
+
+    options = {"baseline": baseline, "levels": levels, "layer_shapes": layer_shapes, "dtypes": dtypes,
+               "formats": formats, "compile": compile_, "repeats": repeats, "clock": clock,
+               "threads": args["threads"], "device": resolve_device(args["device"])}
+    execute_suite("efficiency", args, options)
+
+
+@run_group.command("segmentation", context_settings=CONTEXT)
+@run_options
+@click.option("--variants", default=None,
+              help="max_unpool,max_unpool_blur,lift,bilinear or 'all' (default: all four, or those of --pool).")
+@click.option("--no-reconstruction", is_flag=True, help="Skip the PSNR reconstruction test.")
+def run_segmentation(variants, no_reconstruction, **args):
+    """SegNet with paired down/up pooling: mIoU per up-pooling variant; reconstruction PSNR."""
+    if not args["pools"] and not variants:
+        variants = "all"
+    execute_suite("segmentation", args, {"variants": variants,
+                                         "reconstruction": False if no_reconstruction else None})
+
+
+@run_group.command("all", context_settings=CONTEXT)
+@run_options
+@click.pass_context
+def run_all(ctx, **args):
+    """Every suite for the given pools: accuracy, robustness, perturbation, shift, efficiency,
+    segmentation (each reuses the trained models of the others)."""
+    failures = []
+    for name, command in (("accuracy", run_accuracy), ("robustness", run_robustness),
+                          ("perturbation", run_perturbation), ("shift", run_shift),
+                          ("efficiency", run_efficiency), ("segmentation", run_segmentation)):
+        click.echo(f"== {name}", err=True)
+        params = {k: v for k, v in args.items()}
+        if name == "efficiency":
+            params["executor"] = "sequential"
+        try:
+            ctx.invoke(command, **params)
+        except click.exceptions.Exit as exc:
+            if exc.exit_code:
+                failures.append(name)
+    if failures:
+        click.echo(f"poolbench: cells failed in {', '.join(failures)}; see the messages above", err=True)
+        raise click.exceptions.Exit(1)
+
+
 def _log_command(results: str) -> None:
     """Append the exact command line to <results>/commands.log (the report quotes it)."""
     import shlex
