@@ -95,10 +95,11 @@ def test_user_errors_exit_2_with_one_line(run, tmp_path, args, needle):
 def test_checkpoint_of_another_model_is_one_line_usage_error(run, tmp_path):
     code, out, _ = run("accuracy", "--pool", "max", "--json")
     assert code == 0
-    from poolbench.config import TrainConfig
+    from poolbench.config import load_preset, train_config
     from poolbench.train import checkpoint_path
 
-    ckpt = checkpoint_path(TrainConfig(pool="max", train_size=256, test_size=64, epochs=1, batch_size=64))
+    overrides = {"train_size": 256, "test_size": 64, "epochs": 1, "batch_size": 64}
+    ckpt = checkpoint_path(train_config(load_preset("quick"), "max", 0, overrides))
     code, out, err = run("accuracy", "--pool", "skip", "--checkpoint", str(ckpt))
     assert code == 2 and out == ""
     assert "was trained with pool 'max'" in one_error_line(err)
