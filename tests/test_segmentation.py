@@ -1,0 +1,243 @@
+"""SegNet with paired down/up-pooling, reconstruction PSNR, and the segmentation suite."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import poolbench
+from poolbench.config import TrainConfig
+from poolbench.errors import UsageError
+from poolbench.models.segnet import DEFAULT_WIDTHS, VARIANTS, create_segnet, resolve_variant, segnet_widths
+from poolbench.reconstruction import load_sample_image, reconstruct, reconstruction_psnr
+from poolbench.runner import RunContext
+from poolbench.suites.segmentation import SUITE, variants_for
+
+HAS_LIFT = "lift" in poolbench.list_pools()
+needs_lift = pytest.mark.skipif(not HAS_LIFT, reason="poolbench/pools/lift.py not registered yet")
+
+
+def _variants():
+    return [pytest.param(v, marks=needs_lift) if v == "lift" else v for v in VARIANTS]
+
+
+# --- variants ---------------------------------------------------------------------------------
+
+def test_resolve_variant_maps_pool_specs():
+    assert resolve_variant("max").name == "max_unpool"
+    assert resolve_variant("max:up=unpool_blur") == VARIANTS["max_unpool_blur"]
+    assert resolve_variant("bilinear") == VARIANTS["bilinear"]
+    v = resolve_variant("avg")
+    assert (v.name, v.pool, v.upsample) == ("bilinear_avg", "avg", "bilinear")
+    assert resolve_variant("bilinear_avg") == v
+    assert resolve_variant("max", upsample="bilinear") == VARIANTS["bilinear"]
+    with pytest.raises(UsageError, match="not invertible"):
+        resolve_variant("avg", upsample="paired")
+    with pytest.raises(UsageError, match="unknown pool"):
+        resolve_variant("nosuchpool")
+
+
+@needs_lift
+def test_resolve_variant_lift_keeps_ll_by_default():
+    assert resolve_variant("lift") == VARIANTS["lift"]
+    v = resolve_variant("lift:kernel_size=3")
+    assert (v.name, v.pool) == ("lift", "lift:bands=LL,kernel_size=3")
+    assert resolve_variant("lift:bands=sum").pool == "lift:bands=sum"  # an explicit choice stays
+
+
+def test_default_variants_are_the_four():
+    names = [v.name for v in variants_for([], None)]
+    assert names == ["max_unpool", "max_unpool_blur", "lift", "bilinear"] or not HAS_LIFT
+    assert [v.name for v in variants_for(["max", "max:up=unpool_blur"])] == ["max_unpool", "max_unpool_blur"]
+    assert [v.name for v in variants_for(["max"], "bilinear,max:up=unpool_blur,blur_size=5")] == \
+        ["bilinear", "max_unpool_blur"]
+
+
+# --- the model --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", _variants())
+@pytest.mark.parametrize("size", [(32, 32), (20, 27)])
+def test_segnet_output_shape(variant, size):
+    torch.manual_seed(0)
+    model = create_segnet(5, variant, widths=(8, 16, 16))
+    x = torch.rand(2, 3, *size)
+    out = model(x)
+    assert out.shape == (2, 5, *size)
+    out.sum().backward()                      # gradients flow through every up-pool
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_segnet_decoder_channels_follow_pooled_state():
+    """A down-pool that changes channels (lift bands=concat: 4C) is still paired correctly."""
+    if not HAS_LIFT:
+        pytest.skip("lift not registered yet")
+    model = create_segnet(3, "lift:bands=concat", widths=(4, 8))
+    assert model(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    assert model.encoder[1][0][0].in_channels == 16
+
+
+def test_segnet_rejects_non_invertible_paired():
+    with pytest.raises(UsageError, match="not invertible"):
+        create_segnet(3, "avg", upsample="paired")
+    assert create_segnet(3, "avg", widths=(4,))(torch.rand(1, 3, 8, 8)).shape == (1, 3, 8, 8)
+
+
+@needs_lift
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+def test_lift_segnet_pools_round_trip_exact(dtype, tol):
+    """With the decoder passing the pooled map unchanged, up(down(x)) through all three paired
+    LiftPool layers gives x back, for random (untrained) P and U, in training mode too."""
+    torch.manual_seed(0)
+    model = create_segnet(4, "lift", widths=(6, 6, 6)).to(dtype)
+    for p in model.parameters():
+        p.data.normal_(0, 0.5)
+    x = torch.randn(2, 6, 16, 24, dtype=dtype)
+    for mode in (True, False):
+        model.train(mode)
+        y, states = x, []
+        for pool in model.pools:
+            y, s = pool.down(y)
+            states.append(s)
+        assert y.shape == (2, 6, 2, 3)
+        for pool, s in zip(reversed(model.pools), reversed(states)):
+            y = pool.up(y, s)
+        assert torch.allclose(y, x, atol=tol, rtol=0)
+
+
+def test_max_unpool_round_trip_is_not_exact():
+    model = create_segnet(4, "max_unpool", widths=(3,))
+    x = torch.rand(1, 3, 8, 8)
+    y, s = model.pools[0].down(x)
+    back = model.pools[0].up(y, s)
+    assert (back == 0).sum() == 3 * 16 * 3        # 3 holes in each of the 16 windows per channel
+    assert torch.equal(back.amax((-1, -2)), x.amax((-1, -2)))
+
+
+# --- reconstruction ---------------------------------------------------------------------------
+
+def test_max_unpool_psnr_on_crafted_images():
+    one = np.array([[1.0, 0.0], [0.0, 0.0]])
+    value, out = reconstruction_psnr(one, "max_unpool")
+    assert value == math.inf and np.array_equal(out, one)
+    flat = np.ones((2, 2))
+    value, out = reconstruction_psnr(flat, "max_unpool")
+    assert np.array_equal(out, [[1.0, 0.0], [0.0, 0.0]])      # 3 of 4 pixels lost: MSE 0.75
+    assert value == pytest.approx(10 * math.log10(1 / 0.75))
+    value, out = reconstruction_psnr(flat, "bilinear_avg")
+    assert value == math.inf                                  # a constant survives bilinear
+
+
+def test_reconstruct_layout_and_crop():
+    rgb = np.random.default_rng(0).random((9, 13, 3))
+    out = reconstruct(rgb, "max_unpool", levels=2)
+    assert out.shape == (8, 12, 3)
+    u8 = (rgb[..., 0] * 255).astype(np.uint8)
+    assert reconstruct(u8, "bilinear").shape == (8, 12)
+    with pytest.raises(UsageError):
+        reconstruct(rgb, "max", levels=0)
+
+
+@needs_lift
+def test_lift_reconstruction_of_a_natural_image_is_exact():
+    image = load_sample_image("camera")[:128, :128]
+    p64, out = reconstruction_psnr(image, "lift", dtype="float64", levels=2)
+    p32, _ = reconstruction_psnr(image, "lift", dtype="float32", levels=2)
+    pmax, _ = reconstruction_psnr(image, "max_unpool", dtype="float64", levels=2)
+    assert out.shape == image.shape
+    assert p64 > 200 and p32 > 100
+    assert math.isfinite(pmax) and pmax < 20 and p32 - pmax > 80
+
+
+def test_sample_images_load():
+    a = load_sample_image("astronaut")
+    assert a.shape == (512, 512, 3) and 0 <= a.min() and a.max() <= 1
+    assert load_sample_image("camera").ndim == 2
+    with pytest.raises(UsageError):
+        load_sample_image("no_such_image")
+
+
+# --- the suite --------------------------------------------------------------------------------
+
+def test_cells_are_json_and_cover_variants_and_reconstruction():
+    cells = SUITE.cells([TrainConfig(pool="max", seed=3)], {"variants": "all", "epochs": 2})
+    json.dumps(cells)
+    train = [c for c in cells if c["kind"] == "train"]
+    rec = [c for c in cells if c["kind"] == "reconstruction"]
+    expect = ["max_unpool", "max_unpool_blur", "lift", "bilinear"] if HAS_LIFT else None
+    if expect:
+        assert [c["variant"] for c in train] == expect
+    assert {c["train"]["model"] for c in train} == {"segnet"}
+    assert {c["train"]["dataset"] for c in train} == {"shapes-seg"}
+    assert {c["train"]["seed"] for c in train} == {3} and {c["train"]["epochs"] for c in train} == {2}
+    assert "bilinear_avg" in [c["method"] for c in rec]
+    # bilinear and max_unpool share the pool "max" but not the checkpoint (policy differs)
+    bil = next(c for c in train if c["variant"] == "bilinear")["train"]
+    mx = next(c for c in train if c["variant"] == "max_unpool")["train"]
+    assert bil["pool"] == mx["pool"] == "max" and bil["policy"] != mx["policy"]
+    with pytest.raises(UsageError, match="unknown segmentation options"):
+        SUITE.cells([TrainConfig()], {"epoch": 1})
+    wide = SUITE.cells([TrainConfig()], {"variants": "max", "widths": [32, 64, 128], "reconstruction": False})
+    assert [c["train"]["model"] for c in wide] == ["segnet-32-64-128"]    # its own checkpoint hash
+    assert segnet_widths("segnet-32-64-128") == (32, 64, 128) and segnet_widths("segnet") == DEFAULT_WIDTHS
+    with pytest.raises(UsageError, match="unknown segmentation model"):
+        segnet_widths("segnet-x")
+
+
+def test_reconstruction_cell_rows():
+    cell = {"kind": "reconstruction", "method": "max_unpool", "pool": "max", "upsample": "paired",
+            "images": ["camera"], "levels": 1, "dtypes": ["float32"], "seed": 0}
+    rows = SUITE.run_cell(cell, RunContext(progress=False))
+    assert [r["image"] for r in rows] == ["camera", "mean"]
+    assert all(r["metric"] == "psnr" and r["unit"] == "dB" and 3 < r["value"] < 15 for r in rows)
+    assert rows[0]["pool"] == "max" and rows[0]["up_pool"] == "max_unpool"
+    bil = SUITE.run_cell({**cell, "method": "bilinear", "upsample": "bilinear"}, RunContext(progress=False))
+    assert bil[0]["value"] > rows[0]["value"] + 10          # the cell's upsample is honoured
+
+
+@needs_lift
+def test_reconstruction_cell_uses_the_cells_pool_options():
+    cells = SUITE.cells([TrainConfig(pool="lift:kernel_size=3")], {"images": "camera", "dtypes": "float64"})
+    rec = [c for c in cells if c["kind"] == "reconstruction"]
+    assert [(c["method"], c["pool"]) for c in rec] == [("lift", "lift:bands=LL,kernel_size=3")]
+    rows = SUITE.run_cell(rec[0], RunContext(progress=False))
+    assert rows[0]["pool"] == "lift:bands=LL,kernel_size=3" and rows[0]["value"] > 200
+
+
+def test_train_cell_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
+    variant = "lift" if HAS_LIFT else "max_unpool"
+    cells = SUITE.cells([TrainConfig(pool="max")], {
+        "variants": variant, "train_size": 16, "test_size": 8, "epochs": 1, "batch_size": 8,
+        "reconstruction": False})
+    assert len(cells) == 1
+    ctx = RunContext(results=str(tmp_path / "results"), progress=False)
+    rows = SUITE.run_cell(cells[0], ctx)
+    by = {r["metric"]: r for r in rows if r["metric"] != "iou"}
+    assert 0 <= by["miou"]["value"] <= 100 and 0 <= by["pixel_accuracy"]["value"] <= 100
+    assert by["miou"]["model"] == "segnet" and by["miou"]["dataset"] == "shapes-seg"
+    assert by["miou"]["up_pool"] == variant and by["miou"]["seed"] == 0
+    assert len([r for r in rows if r["metric"] == "iou"]) == 11
+    if HAS_LIFT:
+        assert {"final_lift_u", "final_lift_p"} <= set(by)
+    ckpts = list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
+    assert len(ckpts) == 1
+    again = SUITE.run_cell(cells[0], ctx)           # from the checkpoint cache, same numbers
+    assert [r["value"] for r in again if r["metric"] == "miou"] == [by["miou"]["value"]]
+    json.dumps(rows)
+    table = SUITE.table(__import__("pandas").DataFrame(rows))
+    assert list(table.index) == [variant] and "mIoU %" in table.columns
+
+
+def test_training_is_deterministic_for_a_seed():
+    from poolbench.suites.segmentation import load_segmentation_data, train_segnet
+
+    cfg = SUITE.train_config(SUITE.cells([TrainConfig(pool="max")], {
+        "variants": "max_unpool_blur", "train_size": 16, "test_size": 8, "epochs": 1, "batch_size": 8,
+        "reconstruction": False})[0])
+    bundle = load_segmentation_data(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size)
+    a = train_segnet(cfg, bundle, progress=False)
+    b = train_segnet(cfg, bundle, progress=False)
+    assert a.info["final_task_loss"] == b.info["final_task_loss"]
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
