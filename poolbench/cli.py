@@ -260,8 +260,11 @@ def run_segmentation(variants, no_reconstruction, **args):
     """SegNet with paired down/up pooling: mIoU per up-pooling variant; reconstruction PSNR."""
     if not args["pools"] and not variants:
         variants = "all"
+    # the SegNet recipe is the suite's own: these flags set it, not the classification recipe
+    recipe = {k: args[k] for k in ("epochs", "train_size", "test_size", "batch_size", "lr")}
     execute_suite("segmentation", args, {"variants": variants,
-                                         "reconstruction": False if no_reconstruction else None})
+                                         "reconstruction": False if no_reconstruction else None,
+                                         **recipe})
 
 
 @run_group.command("all", context_settings=CONTEXT)
