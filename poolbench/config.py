@@ -1,13 +1,15 @@
 """Run configuration: suite preset TOML < environment < command-line flags.
 
-Presets live in the repository's ``suites/`` folder (``quick`` is the built-in default);
-``--config FILE`` names any TOML file of the same shape.
+Presets live in the repository's ``suites/`` folder (``quick`` is the built-in default); a
+non-editable install carries them in ``<prefix>/share/poolbench/suites``. ``--config FILE``
+names any TOML file of the same shape.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import os
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,9 @@ from typing import Any
 
 from .errors import UsageError
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "suites"
+_REPO_PRESETS = Path(__file__).resolve().parents[1] / "suites"
+_INSTALLED_PRESETS = Path(sys.prefix) / "share" / "poolbench" / "suites"
+PRESET_DIR = _REPO_PRESETS if _REPO_PRESETS.is_dir() else _INSTALLED_PRESETS
 DEFAULT_PRESET = "quick"
 
 

@@ -13,13 +13,13 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
 from . import __version__
+from .atomic import atomic_write_text
 from .errors import UsageError
 
 # Fields that never change a result: left out of the config hash.
@@ -51,41 +51,10 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where Linux says it (os.umask sets it)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of the fields that change a result."""
     relevant = {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
     return hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are shared like any file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @functools.lru_cache(maxsize=1)

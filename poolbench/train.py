@@ -114,9 +114,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if keep:
         groups.append({"params": keep, "weight_decay": 0.0})
-    if cfg.optimizer != "sgd":
-        raise UsageError(f"unknown optimizer {cfg.optimizer!r}; only 'sgd' is supported")
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adamw":  # decoupled weight decay; momentum/nesterov do not apply
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise UsageError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
 
 
 def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
@@ -264,16 +267,22 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
 
 
 def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-                      checkpoint: str | None = None) -> TrainResult:
-    """The model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained and cached."""
+                      checkpoint: str | None = None, build=None, train_fn=None) -> TrainResult:
+    """The model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained and cached.
+
+    ``build(cfg, bundle)`` makes the untrained model a checkpoint is loaded into and
+    ``train_fn(cfg, bundle, device, progress)`` trains one (defaults: the classification
+    ``build_model`` and ``train``; the segmentation suite passes its SegNet's)."""
+    build = build or build_model
+    train_fn = train_fn or train
     if checkpoint:
-        return _load_checkpoint(Path(checkpoint), cfg, bundle, device, explicit=True)
+        return _load_checkpoint(Path(checkpoint), cfg, bundle, device, explicit=True, build=build)
     path = checkpoint_path(cfg)
     rank, world = dist_info()
     if world > 1:
         if path.is_file():
-            return _load_checkpoint(path, cfg, bundle, device)
-        result = train(cfg, bundle, device, progress)
+            return _load_checkpoint(path, cfg, bundle, device, build=build)
+        result = train_fn(cfg, bundle, device, progress)
         if rank == 0:
             _save_checkpoint(path, cfg, result)
         barrier()
@@ -282,8 +291,8 @@ def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: b
         return result
     with file_lock(path):
         if path.is_file():
-            return _load_checkpoint(path, cfg, bundle, device)
-        result = train(cfg, bundle, device, progress)
+            return _load_checkpoint(path, cfg, bundle, device, build=build)
+        result = train_fn(cfg, bundle, device, progress)
         _save_checkpoint(path, cfg, result)
     result.info["from_cache"] = False
     result.info["checkpoint"] = str(path)
@@ -300,7 +309,8 @@ def _save_checkpoint(path: Path, cfg: TrainConfig, result: TrainResult) -> None:
                                                             indent=1, default=str))
 
 
-def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit: bool = False) -> TrainResult:
+def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit: bool = False,
+                     build=None) -> TrainResult:
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found; pass an existing file to --checkpoint")
     fix = "pass the --model/--pool it was trained with" if explicit else "delete it and run again"
@@ -319,7 +329,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
         if differs:
             raise UsageError(f"checkpoint {path} was trained with {', '.join(differs)}; {fix}")
     state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
-    model = build_model(cfg, bundle)
+    model = (build or build_model)(cfg, bundle)
     try:
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}, not a state_dict")

@@ -322,3 +322,46 @@ def test_one_table_and_figure_set_per_model_and_dataset(tmp_path):
     assert "**38.00**" in acc and "**8.00**" in acc
     assert (out / "fig-accuracy-vs-consistency-convnet-cifar10.png").is_file()
     assert (out / "fig-accuracy-vs-consistency-convnet-shapes.png").is_file()
+
+
+def test_efficiency_tables_per_input_ratio_matrices_and_model_level_latency(tmp_path):
+    """One table per measured input, the ratio matrices with the lowest ratio per setting in
+    bold, and the latency-vs-accuracy points taken from the model level (fp32, eager)."""
+    from poolbench.report.sections import latency_vs_accuracy
+
+    root = tmp_path / "results"
+    store = ResultStore(root)
+    # fwd ms per (pool, level): avg is the fastest layer op, lift the fastest model (made up)
+    fwd = {("max", "layer"): 2.0, ("avg", "layer"): 1.0, ("lift", "layer"): 6.0,
+           ("max", "model"): 10.0, ("avg", "model"): 12.0, ("lift", "model"): 9.0}
+    for pool, (top1, *_rest) in ACCURACY.items():
+        _write(store, "accuracy", pool, [{"metric": "top1_error", "value": top1, "unit": "%"}])
+        rows = []
+        for level, shape in (("layer", "2x4x8x8"), ("model", "4x3x32x32")):
+            for dtype, scale in (("float32", 1.0), ("bfloat16", 3.0)):
+                ms = fwd[(pool, level)] * scale
+                ratio = ms / (fwd[("max", level)] * scale)
+                common = {"level": level, "shape": shape, "dtype": dtype, "memory_format": "nchw",
+                          "compiled": False, "baseline": "max"}
+                rows += [{"metric": "latency_fwd", "value": ms, "unit": "ms", **common},
+                         {"metric": "latency_fwd_ratio", "value": ratio, "unit": "x", **common},
+                         {"metric": "latency_fwdbwd_ratio", "value": 2 * ratio, "unit": "x", **common},
+                         {"metric": "params", "value": {"lift": 24}.get(pool, 0), "unit": "count", **common}]
+        _write(store, "efficiency", pool, rows)
+    md = build_report(str(root), str(tmp_path / "out"), illustrations=False).read_text()
+    eff = section(md, "Efficiency")
+    assert "### Layer level, input 2x4x8x8, float32, nchw" in eff
+    assert "### Model level (convnet, input 4x3x32x32), float32, nchw" in eff
+    model_table = eff[eff.index("### Model level"):]
+    assert "**9.00**" in row_of(model_table, "lift")              # fastest model in bold
+    ratio_rows = [ln for ln in eff.splitlines() if ln.startswith("| 2x4x8x8 bf16 NCHW")]
+    assert len(ratio_rows) == 2                                   # forward and forward+backward
+    assert cells(ratio_rows[0])[1:] == ["**0.50**", "3.00", "1.00"]   # avg, lift, max † (sorted)
+    assert (tmp_path / "out" / "fig-latency-ratios.png").is_file()
+    from poolbench.store import load_results
+
+    frame = load_results(root)
+    points, metric, _ = latency_vs_accuracy(frame[frame["suite"] == "efficiency"],
+                                            frame[frame["suite"] == "accuracy"])
+    assert metric == "latency_fwd"
+    assert points == {"avg": (12.0, 88.0), "lift": (9.0, 92.0), "max": (10.0, 90.0)}

@@ -184,6 +184,27 @@ def test_cells_are_json_and_cover_variants_and_reconstruction():
         segnet_widths("segnet-x")
 
 
+def test_seeds_option_makes_one_cell_per_variant_and_seed():
+    cells = SUITE.cells([TrainConfig(pool="max")], {"variants": "max_unpool", "seeds": [0, 1, 2],
+                                                    "reconstruction": False})
+    assert [c["train"]["seed"] for c in cells] == [0, 1, 2]
+    assert {c["train"]["warmup_epochs"] for c in cells} == {2}     # the recipe default
+
+
+def test_table_gives_the_mean_and_spread_over_seeds():
+    import pandas as pd
+
+    rows = [{"pool": "max", "up_pool": "max_unpool", "metric": "miou", "value": v, "seed": s}
+            for s, v in enumerate((40.0, 70.0, 100.0))]
+    rows.append({"pool": "lift:bands=LL", "up_pool": "lift", "metric": "miou", "value": 55.0, "seed": 0})
+    table = SUITE.table(pd.DataFrame(rows))
+    assert table.loc["max_unpool", "mIoU %"] == pytest.approx(70.0)
+    assert table.loc["max_unpool", "mIoU sd"] == pytest.approx(30.0)     # sample sd of 40/70/100
+    assert pd.isna(table.loc["lift", "mIoU sd"]) and table.loc["lift", "seeds"] == 1
+    one_seed = SUITE.table(pd.DataFrame(rows[:1] + rows[3:]))
+    assert "mIoU sd" not in one_seed.columns
+
+
 def test_reconstruction_cell_rows():
     cell = {"kind": "reconstruction", "method": "max_unpool", "pool": "max", "upsample": "paired",
             "images": ["camera"], "levels": 1, "dtypes": ["float32"], "seed": 0}

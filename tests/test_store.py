@@ -138,3 +138,17 @@ def test_written_file_is_plain_json(tmp_path):
     path = ResultStore(tmp_path).write("accuracy", "h", {"suite": "accuracy"}, [{"value": float("nan")}])
     data = json.loads(path.read_text())
     assert data["cell"] == {"suite": "accuracy"} and np.isnan(data["rows"][0]["value"])
+
+
+def test_atomic_open_keeps_the_old_file_when_the_block_raises(tmp_path):
+    from poolbench.atomic import atomic_open
+
+    path = tmp_path / "sub" / "data.bin"
+    with atomic_open(path, "wb") as fh:
+        fh.write(b"old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_open(path, "wb") as fh:
+            fh.write(b"new, half written")
+            raise RuntimeError("interrupted")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in path.parent.iterdir()] == ["data.bin"]     # no temporary left

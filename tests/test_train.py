@@ -136,6 +136,16 @@ def test_plain_model_has_one_group(bundle):
     assert [g["weight_decay"] for g in opt.param_groups] == [TINY.weight_decay]
 
 
+def test_adamw_keeps_the_groups_and_unknown_optimizer_is_usage_error(bundle):
+    cfg = dataclasses.replace(TINY, pool="dpp", optimizer="adamw", lr=2e-3, weight_decay=1e-2)
+    opt = train.build_optimizer(train.build_model(cfg, bundle), cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 1e-2]
+    assert {g["lr"] for g in opt.param_groups} == {2e-3}
+    with pytest.raises(UsageError, match="choose sgd or adamw"):
+        train.build_optimizer(train.build_model(TINY, bundle), dataclasses.replace(TINY, optimizer="adam"))
+
+
 # --- divergence -----------------------------------------------------------------------------------
 
 def test_nan_loss_raises_training_diverged(bundle, scratch_pools):

@@ -136,8 +136,9 @@ def _pad_limits(ax, xs, ys, frac: float = 0.12) -> None:
 
 
 def grouped_bars(table, styles: dict, path: Path, *, ylabel: str, title: str,
-                 hline: float | None = None, hline_label: str | None = None) -> Path:
-    """``table``: DataFrame, index = categories (x groups), columns = pools (bars)."""
+                 hline: float | None = None, hline_label: str | None = None, log: bool = False) -> Path:
+    """``table``: DataFrame, index = categories (x groups), columns = pools (bars); ``log``: a
+    logarithmic value axis (ratios spanning orders of magnitude)."""
     cats = [str(c) for c in table.index]
     pools = [str(c) for c in table.columns]
     n = max(len(pools), 1)
@@ -154,7 +155,9 @@ def grouped_bars(table, styles: dict, path: Path, *, ylabel: str, title: str,
             ax.axhline(hline, color="black", linestyle=":", linewidth=1.0, label=hline_label)
         values = table.to_numpy(dtype=float)
         finite = values[np.isfinite(values)]
-        if len(finite) and hline is not None and finite.min() > 0.4 * hline:
+        if log:
+            ax.set_yscale("log")
+        elif len(finite) and hline is not None and finite.min() > 0.4 * hline:
             # ratios around the reference: start the axis near the data, not at 0
             low = min(finite.min(), hline)
             ax.set_ylim(bottom=max(0.0, 10.0 * np.floor((low - 0.05 * (finite.max() - low) - 1) / 10.0)))

@@ -382,21 +382,121 @@ def segmentation_section(doc: Document, ctx: ReportContext) -> None:
 
 def efficiency_section(doc: Document, ctx: ReportContext) -> None:
     rows = ctx.suite("efficiency")
-    try:
-        table = suite_table("efficiency", rows)
-    except (UsageError, ImportError, AttributeError, KeyError, ValueError):
+    targets = _efficiency_targets(rows)
+    if not targets:
         table = generic_table(rows)
-        doc.note("The efficiency suite offers no table view here: mean per pool and metric over "
-                 "all recorded shapes and settings.")
-    render(doc, ordered(table), ctx.baseline, what="baseline")
+        doc.note("These efficiency rows carry no level/shape columns: mean per pool and metric "
+                 "over all recorded settings.")
+        render(doc, ordered(table), ctx.baseline, what="baseline")
+    for level, shape in targets:
+        setting = "model" if level == "model" else shape
+        try:
+            table = suite_table("efficiency", rows, {"table_setting": setting})
+        except (UsageError, ValueError) as exc:
+            doc.note(f"No efficiency table at {level} {shape}: {exc}")
+            continue
+        from ..suites.efficiency import table_setting
+
+        _, _, dtype, fmt = table_setting({"table_setting": setting}, rows)
+        where = f"model level ({_model_name(rows)}, input {shape})" if level == "model" else f"layer level, input {shape}"
+        doc.heading(f"{where[0].upper()}{where[1:]}, {dtype}, {fmt}", 3)
+        render(doc, ordered(table), ctx.baseline, what="baseline")
+    for metric, what in (("latency_fwd_ratio", "forward"), ("latency_fwdbwd_ratio", "forward+backward")):
+        ratios = _ratio_matrix(rows, metric)
+        if ratios.empty:
+            continue
+        doc.para(f"{what[0].upper()}{what[1:]} latency / the baseline's, every setting (median "
+                 "over the repeats, timed round-robin with the baseline in the same cell, eager; "
+                 "rows: input, dtype, memory format):")
+        render(doc, ratios, ctx.baseline, what="baseline", along="rows", index_name="setting", how="min")
+        if metric == "latency_fwd_ratio":
+            ctx.figure(doc, "latency-ratios", lambda p: plots.grouped_bars(
+                ratios, ctx.styles, p, ylabel="forward latency / baseline (log)",
+                title="Forward latency relative to the baseline", hline=1.0,
+                hline_label=f"baseline ({ctx.baseline})", log=True),
+                "forward latency ratios", "Forward latency of each pool divided by the "
+                "baseline's in the same cell (dotted line, 1), per setting; log scale.")
+    if targets:
+        from ..suites.efficiency import EfficiencySuite
+
+        doc.para("Notes: " + " ".join(f"({i}) {n}." for i, n in
+                                      enumerate(EfficiencySuite().notes({})[1:], start=1)))
     points, metric, unit = latency_vs_accuracy(rows, ctx.suite("accuracy"))
     if points:
         ctx.figure(doc, "latency-vs-accuracy", lambda p: plots.scatter_front(
             points, ctx.styles, p, xlabel=f"{metric} ({unit})" if unit else metric,
             ylabel="top-1 accuracy %", title="Latency vs accuracy", x_better="min", y_better="max"),
             "latency vs accuracy",
-            f"Top-1 accuracy (accuracy suite) against {metric} (efficiency suite, mean over its "
-            "settings); the dashed line is the Pareto front.")
+            f"Top-1 accuracy (accuracy suite) against {metric} (efficiency suite, "
+            f"{_latency_setting_text(rows)}); the dashed line is the Pareto front.")
+
+
+def _efficiency_targets(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """[(level, shape)] the rows hold: layer shapes in run order, then the model level."""
+    if rows.empty or not {"level", "shape"} <= set(rows.columns):
+        return []
+    pairs = list(dict.fromkeys(zip(rows["level"].astype(str), rows["shape"].astype(str))))
+    pairs = [(lv, sh) for lv, sh in pairs if lv in ("layer", "model") and sh not in ("nan", "None")]
+    return [p for p in pairs if p[0] == "layer"] + [p for p in pairs if p[0] == "model"]
+
+
+def _model_name(rows: pd.DataFrame) -> str:
+    names = sorted({str(m) for m in rows.loc[rows["level"] == "model", "model"].dropna()}) \
+        if "model" in rows.columns else []
+    return ", ".join(names) or "model"
+
+
+def _eager(rows: pd.DataFrame) -> pd.DataFrame:
+    if "compiled" not in rows.columns:
+        return rows
+    return rows[~rows["compiled"].fillna(False).astype(bool)]
+
+
+_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64",
+          "channels_last": "CL", "nchw": "NCHW"}
+
+
+def _ratio_matrix(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """"input dtype format" x pool: one latency ratio to the baseline per eager cell."""
+    need = {"level", "shape", "dtype", "memory_format", "metric", "value", "pool"}
+    if rows.empty or not need <= set(rows.columns):
+        return pd.DataFrame()
+    f = _eager(rows)
+    f = f[(f["metric"] == metric) & f["value"].notna()].copy()
+    if f.empty:
+        return pd.DataFrame()
+    target = np.where(f["level"] == "model", "model " + f["shape"].astype(str), f["shape"].astype(str))
+    f["setting"] = (pd.Series(target, index=f.index) + " " + f["dtype"].map(lambda d: _SHORT.get(d, d))
+                    + " " + f["memory_format"].map(lambda m: _SHORT.get(m, m)))
+    order = list(dict.fromkeys(f["setting"]))
+    wide = f.pivot_table(index="setting", columns="pool", values="value", aggfunc="median")
+    wide = wide.reindex([o for o in order if o in wide.index])
+    wide = wide[sort_pools(wide.columns)]
+    wide.columns.name = None
+    return wide
+
+
+def _latency_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows the latency-vs-accuracy plot uses: model level when measured (else every
+    layer cell), eager, the first dtype and memory format the rows hold."""
+    f = _eager(rows)
+    if "level" in f.columns and (f["level"] == "model").any():
+        f = f[f["level"] == "model"]
+    for col in ("dtype", "memory_format"):
+        if col in f.columns and f[col].notna().any():
+            f = f[f[col] == f[col].dropna().iloc[0]]
+    return f
+
+
+def _latency_setting_text(rows: pd.DataFrame) -> str:
+    f = _latency_rows(rows)
+    parts = []
+    if "level" in f.columns and f["level"].notna().any():
+        parts.append("model level" if (f["level"] == "model").all() else "mean over the layer inputs")
+    for col in ("dtype", "memory_format"):
+        if col in f.columns and f[col].notna().any():
+            parts.append(str(f[col].dropna().iloc[0]))
+    return ", ".join(parts + ["eager"]) if parts else "mean over its settings"
 
 
 def latency_metric(rows: pd.DataFrame) -> str | None:
@@ -416,7 +516,8 @@ def latency_vs_accuracy(efficiency: pd.DataFrame, accuracy: pd.DataFrame):
     metric = latency_metric(efficiency) if len(efficiency) else None
     if metric is None or accuracy.empty:
         return {}, metric, ""
-    lat = efficiency[efficiency["metric"] == metric]
+    lat = _latency_rows(efficiency)
+    lat = lat[lat["metric"] == metric]
     for col in ("pass", "direction", "mode"):
         if col in lat and (lat[col] == "forward").any():
             lat = lat[lat[col] == "forward"]

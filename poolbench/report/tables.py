@@ -30,7 +30,7 @@ def direction(label) -> str | None:
         return None
     if "params" in tokens and not tokens & (_HIGHER | _LOWER):
         return None
-    if tokens & {"range", "spread", "std", "flip", "distance"}:
+    if tokens & {"range", "spread", "std", "sd", "flip", "distance"}:
         return "min"          # a spread of accuracy over shifts, a flip probability: better small
     if tokens & _HIGHER:
         return "max"
