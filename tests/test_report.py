@@ -357,7 +357,12 @@ def test_efficiency_tables_per_input_ratio_matrices_and_model_level_latency(tmp_
     ratio_rows = [ln for ln in eff.splitlines() if ln.startswith("| 2x4x8x8 bf16 NCHW")]
     assert len(ratio_rows) == 2                                   # forward and forward+backward
     assert cells(ratio_rows[0])[1:] == ["**0.50**", "3.00", "1.00"]   # avg, lift, max † (sorted)
-    assert (tmp_path / "out" / "fig-latency-ratios.png").is_file()
+    first_matrix = eff[eff.index("Forward latency / the baseline's"):eff.index("Forward+backward latency")]
+    settings = [cells(ln)[0] for ln in first_matrix.splitlines() if ln.startswith(("| 2x4", "| model"))]
+    assert settings == ["2x4x8x8 fp32 NCHW", "2x4x8x8 bf16 NCHW", "model 4x3x32x32 fp32 NCHW",
+                        "model 4x3x32x32 bf16 NCHW"]
+    assert (tmp_path / "out" / "fig-latency-ratios-fwd.png").is_file()
+    assert (tmp_path / "out" / "fig-latency-ratios-fwdbwd.png").is_file()
     from poolbench.store import load_results
 
     frame = load_results(root)

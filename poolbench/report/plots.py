@@ -107,7 +107,6 @@ def scatter_front(points: Mapping[str, tuple[float, float]], styles: dict, path:
             st = styles[p]
             ax.scatter([x], [y], s=60, color=st["color"], marker=st["marker"], label=p, zorder=3,
                        edgecolors="black", linewidths=0.6)
-            ax.annotate(p, (x, y), xytext=(6, 5), textcoords="offset points", fontsize=8)
         front = pareto_front(xs, ys, x_better, y_better)
         if len(front) >= 1:
             fx = [xs[i] for i in front]
@@ -115,6 +114,9 @@ def scatter_front(points: Mapping[str, tuple[float, float]], styles: dict, path:
             ax.plot(fx, fy, linestyle="--", color="0.35", linewidth=1.2, zorder=2,
                     label="Pareto front")
         _pad_limits(ax, xs, ys)
+        for p, (dx, dy) in zip(pools, _label_offsets(ax, pools, xs, ys, fig.get_size_inches())):
+            ax.annotate(p, (points[p][0], points[p][1]), xytext=(dx, dy), textcoords="offset points",
+                        fontsize=8)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -123,6 +125,36 @@ def scatter_front(points: Mapping[str, tuple[float, float]], styles: dict, path:
                 transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.35")
         ax.legend(loc="best", frameon=False)
         return save(fig, path)
+
+
+def _label_offsets(ax, labels, xs, ys, fig_inches) -> list[tuple[float, float]]:
+    """A text offset (points) per label, the first of eight places around its marker that
+    overlaps no other marker or label placed before it (else the first place): labels of
+    close points do not print over each other. Geometry is estimated from the axis limits
+    and the figure size (the axes take about 80% of it), no rendering needed."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    width_pt, height_pt = 0.8 * fig_inches[0] * 72, 0.8 * fig_inches[1] * 72
+    to_pt = [((x - x0) / ((x1 - x0) or 1.0) * width_pt, (y - y0) / ((y1 - y0) or 1.0) * height_pt)
+             for x, y in zip(xs, ys)]
+    marker = 5.0
+    taken = [(px - marker, py - marker, px + marker, py + marker) for px, py in to_pt]
+    offsets = []
+    for label, (px, py) in zip(labels, to_pt):
+        w, h = 4.9 * len(str(label)), 9.0          # 8 pt DejaVu Sans, about 0.6 em a glyph
+        places = [(6, 5), (6, -13), (-6 - w, 5), (-6 - w, -13), (8, -4), (-8 - w, -4),
+                  (-w / 2, 8), (-w / 2, -17)]
+        chosen = places[0]
+        for dx, dy in places:
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            inside = box[0] >= 0 and box[2] <= width_pt and box[1] >= 0 and box[3] <= height_pt
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                                  for b in taken):
+                chosen = (dx, dy)
+                break
+        dx, dy = chosen
+        taken.append((px + dx, py + dy, px + dx + w, py + dy + h))
+        offsets.append((dx, dy))
+    return offsets
 
 
 def _pad_limits(ax, xs, ys, frac: float = 0.12) -> None:
@@ -136,37 +168,71 @@ def _pad_limits(ax, xs, ys, frac: float = 0.12) -> None:
 
 
 def grouped_bars(table, styles: dict, path: Path, *, ylabel: str, title: str,
-                 hline: float | None = None, hline_label: str | None = None, log: bool = False) -> Path:
-    """``table``: DataFrame, index = categories (x groups), columns = pools (bars); ``log``: a
-    logarithmic value axis (ratios spanning orders of magnitude)."""
+                 hline: float | None = None, hline_label: str | None = None, per_row: int = 5) -> Path:
+    """``table``: DataFrame, index = categories (x groups), columns = pools (bars). At most
+    ``per_row`` groups a panel, panels stacked with one value axis, so that a dozen pools over
+    fifteen corruptions stay readable."""
     cats = [str(c) for c in table.index]
     pools = [str(c) for c in table.columns]
     n = max(len(pools), 1)
     width = 0.8 / n
-    x = np.arange(len(cats))
+    chunks = [list(range(i, min(i + per_row, len(cats)))) for i in range(0, max(len(cats), 1), per_row)]
+    values = table.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
     with plot_style():
-        fig = new_figure(max(6.4, 0.45 * len(cats) * max(1.0, n / 3) + 2.0), 4.2)
-        ax = fig.add_subplot()
-        for i, p in enumerate(pools):
-            vals = table[table.columns[i]].to_numpy(dtype=float)
-            ax.bar(x + (i - (n - 1) / 2) * width, vals, width, label=p, color=styles[p]["color"],
-                   edgecolor="black", linewidth=0.4)
-        if hline is not None:
-            ax.axhline(hline, color="black", linestyle=":", linewidth=1.0, label=hline_label)
-        values = table.to_numpy(dtype=float)
-        finite = values[np.isfinite(values)]
-        if log:
-            ax.set_yscale("log")
-        elif len(finite) and hline is not None and finite.min() > 0.4 * hline:
+        group = max(1.0, 0.12 * n + 0.3)            # inches per group of bars
+        fig = new_figure(min(per_row, max(len(cats), 1)) * group + 2.6, 2.3 * len(chunks) + 0.5)
+        axes = fig.subplots(len(chunks), 1, sharey=True, squeeze=False)[:, 0]
+        for ax, chunk in zip(axes, chunks):
+            x = np.arange(len(chunk))
+            for i, p in enumerate(pools):
+                ax.bar(x + (i - (n - 1) / 2) * width, values[chunk, i], width, label=p,
+                       color=styles[p]["color"], edgecolor="black", linewidth=0.4)
+            if hline is not None:
+                ax.axhline(hline, color="black", linestyle=":", linewidth=1.0, label=hline_label)
+            ax.set_xticks(x, [cats[c] for c in chunk])
+            ax.set_xlim(-0.6, per_row - 0.4 if len(chunks) > 1 else len(chunk) - 0.4)
+            ax.set_ylabel(ylabel)
+            ax.grid(axis="x", visible=False)
+        if len(finite) and hline is not None and finite.min() > 0.4 * hline:
             # ratios around the reference: start the axis near the data, not at 0
             low = min(finite.min(), hline)
-            ax.set_ylim(bottom=max(0.0, 10.0 * np.floor((low - 0.05 * (finite.max() - low) - 1) / 10.0)))
-        ax.set_xticks(x, cats, rotation=40, ha="right", rotation_mode="anchor")
-        ax.set_xlim(-0.6, len(cats) - 0.4)
-        ax.set_ylabel(ylabel)
+            axes[0].set_ylim(bottom=max(0.0, 10.0 * np.floor((low - 0.05 * (finite.max() - low) - 1) / 10.0)))
+        axes[0].set_title(title)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+        return save(fig, path)
+
+
+def ratio_heatmap(table, path: Path, *, title: str, colorbar_label: str) -> Path:
+    """``table``: ratios (index = rows, columns = pools), shown on a log colour scale centred on
+    1 (blue below, red above) with every value written in its cell."""
+    from matplotlib.colors import LogNorm
+
+    values = table.to_numpy(dtype=float)
+    finite = values[np.isfinite(values) & (values > 0)]
+    span = float(np.abs(np.log10(finite)).max()) if len(finite) else 1.0
+    span = max(span, np.log10(2.0))
+    norm = LogNorm(vmin=10 ** -span, vmax=10 ** span)
+    rows, cols = table.shape
+    with plot_style():
+        fig = new_figure(max(6.0, 0.62 * cols + 3.4), max(2.6, 0.34 * rows + 1.6))
+        ax = fig.add_subplot()
+        masked = np.ma.masked_invalid(np.where(values > 0, values, np.nan))
+        image = ax.imshow(masked, cmap="RdBu_r", norm=norm, aspect="auto")
+        for i in range(rows):
+            for j in range(cols):
+                v = values[i, j]
+                if np.isfinite(v):
+                    dark = abs(np.log10(v)) > 0.6 * span if v > 0 else False
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7.0,
+                            color="white" if dark else "black")
+        ax.set_xticks(range(cols), [str(c) for c in table.columns], rotation=40, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(range(rows), [str(r) for r in table.index])
+        ax.grid(False)
         ax.set_title(title)
-        ax.grid(axis="x", visible=False)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        fig.colorbar(image, ax=ax, label=colorbar_label, shrink=0.9)
         return save(fig, path)
 
 

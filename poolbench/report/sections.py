@@ -409,13 +409,12 @@ def efficiency_section(doc: Document, ctx: ReportContext) -> None:
                  "over the repeats, timed round-robin with the baseline in the same cell, eager; "
                  "rows: input, dtype, memory format):")
         render(doc, ratios, ctx.baseline, what="baseline", along="rows", index_name="setting", how="min")
-        if metric == "latency_fwd_ratio":
-            ctx.figure(doc, "latency-ratios", lambda p: plots.grouped_bars(
-                ratios, ctx.styles, p, ylabel="forward latency / baseline (log)",
-                title="Forward latency relative to the baseline", hline=1.0,
-                hline_label=f"baseline ({ctx.baseline})", log=True),
-                "forward latency ratios", "Forward latency of each pool divided by the "
-                "baseline's in the same cell (dotted line, 1), per setting; log scale.")
+        name = "fwd" if metric == "latency_fwd_ratio" else "fwdbwd"
+        ctx.figure(doc, f"latency-ratios-{name}", lambda p, r=ratios, w=what: plots.ratio_heatmap(
+            r, p, title=f"{w[0].upper()}{w[1:]} latency / {ctx.baseline} (same cell)",
+            colorbar_label=f"ratio to {ctx.baseline} (log scale)"),
+            f"{what} latency ratios", f"The table above as a heat map: blue faster than "
+            f"{ctx.baseline}, red slower, log colour scale.")
     if targets:
         from ..suites.efficiency import EfficiencySuite
 
@@ -423,8 +422,10 @@ def efficiency_section(doc: Document, ctx: ReportContext) -> None:
                                       enumerate(EfficiencySuite().notes({})[1:], start=1)))
     points, metric, unit = latency_vs_accuracy(rows, ctx.suite("accuracy"))
     if points:
+        xlabel = "forward latency" if metric == "latency_fwd" else metric
+        xlabel += f" ({unit})" if unit else ""
         ctx.figure(doc, "latency-vs-accuracy", lambda p: plots.scatter_front(
-            points, ctx.styles, p, xlabel=f"{metric} ({unit})" if unit else metric,
+            points, ctx.styles, p, xlabel=f"{xlabel}, {_latency_setting_text(rows)}",
             ylabel="top-1 accuracy %", title="Latency vs accuracy", x_better="min", y_better="max"),
             "latency vs accuracy",
             f"Top-1 accuracy (accuracy suite) against {metric} (efficiency suite, "
@@ -452,6 +453,8 @@ def _eager(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[~rows["compiled"].fillna(False).astype(bool)]
 
 
+_DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
+_FORMAT_ORDER = {"nchw": 0, "channels_last": 1}
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64",
           "channels_last": "CL", "nchw": "NCHW"}
 
@@ -468,23 +471,31 @@ def _ratio_matrix(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     target = np.where(f["level"] == "model", "model " + f["shape"].astype(str), f["shape"].astype(str))
     f["setting"] = (pd.Series(target, index=f.index) + " " + f["dtype"].map(lambda d: _SHORT.get(d, d))
                     + " " + f["memory_format"].map(lambda m: _SHORT.get(m, m)))
-    order = list(dict.fromkeys(f["setting"]))
+    # rows in a fixed order: the inputs as measured (layers, then the model), float32 before
+    # other dtypes, NCHW before channels_last
+    targets = {t: i for i, t in enumerate(_efficiency_targets(rows))}
+    key = f.apply(lambda r: (targets.get((str(r["level"]), str(r["shape"])), len(targets)),
+                             _DTYPE_ORDER.get(r["dtype"], 9), str(r["dtype"]),
+                             _FORMAT_ORDER.get(r["memory_format"], 9)), axis=1)
+    order = list(dict.fromkeys(f.loc[key.sort_values(kind="stable").index, "setting"]))
     wide = f.pivot_table(index="setting", columns="pool", values="value", aggfunc="median")
-    wide = wide.reindex([o for o in order if o in wide.index])
+    wide = wide.reindex(order)
     wide = wide[sort_pools(wide.columns)]
     wide.columns.name = None
     return wide
 
 
 def _latency_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows the latency-vs-accuracy plot uses: model level when measured (else every
-    layer cell), eager, the first dtype and memory format the rows hold."""
+    """The rows the latency-vs-accuracy plot uses: eager, the model level when measured (else
+    every layer input), at the dtype and memory format of the efficiency tables."""
     f = _eager(rows)
     if "level" in f.columns and (f["level"] == "model").any():
         f = f[f["level"] == "model"]
-    for col in ("dtype", "memory_format"):
-        if col in f.columns and f[col].notna().any():
-            f = f[f[col] == f[col].dropna().iloc[0]]
+    if {"dtype", "memory_format"} <= set(f.columns) and len(f):
+        from ..suites.efficiency import table_setting
+
+        _, _, dtype, fmt = table_setting({"table_setting": "model"}, f)
+        f = f[(f["dtype"] == dtype) & (f["memory_format"] == fmt)]
     return f
 
 
