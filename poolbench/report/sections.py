@@ -381,6 +381,8 @@ def segmentation_section(doc: Document, ctx: ReportContext) -> None:
 # --- efficiency ---------------------------------------------------------------------------
 
 def efficiency_section(doc: Document, ctx: ReportContext) -> None:
+    from ..suites.efficiency import EfficiencySuite, table_setting
+
     rows = ctx.suite("efficiency")
     targets = _efficiency_targets(rows)
     if not targets:
@@ -395,8 +397,6 @@ def efficiency_section(doc: Document, ctx: ReportContext) -> None:
         except (UsageError, ValueError) as exc:
             doc.note(f"No efficiency table at {level} {shape}: {exc}")
             continue
-        from ..suites.efficiency import table_setting
-
         _, _, dtype, fmt = table_setting({"table_setting": setting}, rows)
         where = f"model level ({_model_name(rows)}, input {shape})" if level == "model" else f"layer level, input {shape}"
         doc.heading(f"{where[0].upper()}{where[1:]}, {dtype}, {fmt}", 3)
@@ -416,20 +416,19 @@ def efficiency_section(doc: Document, ctx: ReportContext) -> None:
             f"{what} latency ratios", f"The table above as a heat map: blue faster than "
             f"{ctx.baseline}, red slower, log colour scale.")
     if targets:
-        from ..suites.efficiency import EfficiencySuite
-
         doc.para("Notes: " + " ".join(f"({i}) {n}." for i, n in
                                       enumerate(EfficiencySuite().notes({})[1:], start=1)))
     points, metric, unit = latency_vs_accuracy(rows, ctx.suite("accuracy"))
     if points:
         xlabel = "forward latency" if metric == "latency_fwd" else metric
         xlabel += f" ({unit})" if unit else ""
+        setting = _latency_setting_text(rows)
         ctx.figure(doc, "latency-vs-accuracy", lambda p: plots.scatter_front(
-            points, ctx.styles, p, xlabel=f"{xlabel}, {_latency_setting_text(rows)}",
+            points, ctx.styles, p, xlabel=f"{xlabel}, {setting}",
             ylabel="top-1 accuracy %", title="Latency vs accuracy", x_better="min", y_better="max"),
             "latency vs accuracy",
             f"Top-1 accuracy (accuracy suite) against {metric} (efficiency suite, "
-            f"{_latency_setting_text(rows)}); the dashed line is the Pareto front.")
+            f"{setting}); the dashed line is the Pareto front.")
 
 
 def _efficiency_targets(rows: pd.DataFrame) -> list[tuple[str, str]]:
@@ -453,8 +452,6 @@ def _eager(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[~rows["compiled"].fillna(False).astype(bool)]
 
 
-_DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
-_FORMAT_ORDER = {"nchw": 0, "channels_last": 1}
 _SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64",
           "channels_last": "CL", "nchw": "NCHW"}
 
@@ -471,12 +468,17 @@ def _ratio_matrix(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     target = np.where(f["level"] == "model", "model " + f["shape"].astype(str), f["shape"].astype(str))
     f["setting"] = (pd.Series(target, index=f.index) + " " + f["dtype"].map(lambda d: _SHORT.get(d, d))
                     + " " + f["memory_format"].map(lambda m: _SHORT.get(m, m)))
-    # rows in a fixed order: the inputs as measured (layers, then the model), float32 before
-    # other dtypes, NCHW before channels_last
+    # rows in a fixed order: the inputs as measured (layers, then the model), then dtypes and
+    # memory formats in the efficiency suite's order (float32 first, NCHW first)
+    from ..suites.efficiency import DEFAULT_FORMATS, DTYPES
+
     targets = {t: i for i, t in enumerate(_efficiency_targets(rows))}
+    dtypes, formats = list(DTYPES), list(DEFAULT_FORMATS)
     key = f.apply(lambda r: (targets.get((str(r["level"]), str(r["shape"])), len(targets)),
-                             _DTYPE_ORDER.get(r["dtype"], 9), str(r["dtype"]),
-                             _FORMAT_ORDER.get(r["memory_format"], 9)), axis=1)
+                             dtypes.index(r["dtype"]) if r["dtype"] in dtypes else len(dtypes),
+                             str(r["dtype"]),
+                             formats.index(r["memory_format"]) if r["memory_format"] in formats
+                             else len(formats)), axis=1)
     order = list(dict.fromkeys(f.loc[key.sort_values(kind="stable").index, "setting"]))
     wide = f.pivot_table(index="setting", columns="pool", values="value", aggfunc="median")
     wide = wide.reindex(order)
