@@ -115,7 +115,7 @@ def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple
     from .registry import format_spec, get_spec, parse_spec
     from .runner import RunContext, run_cells
     from .suites import get_suite
-    from .train import init_distributed, resolve_device
+    from .process import init_distributed, resolve_device
 
     preset = load_preset(args["preset"])
     pools = list(args["pools"]) or ["max"]
@@ -148,7 +148,7 @@ def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple
     section = {**preset.get(suite_name, {}), **{k: v for k, v in options.items() if v is not None}}
     cells = suite.cells(configs, section)
     report = run_cells(suite_name, cells, ctx, args["executor"])
-    from .train import is_main_process
+    from .process import is_main_process
 
     if not is_main_process():
         return
@@ -243,7 +243,7 @@ def run_efficiency(baseline, levels, layer_shapes, dtypes, formats, compile_, re
     """Parameters, buffers, FLOPs, latency and memory per pool, with ratios to a baseline."""
     if args["executor"] != "sequential":
         raise UsageError("efficiency times pools side by side: use --executor sequential")
-    from .train import resolve_device
+    from .process import resolve_device
 
     options = {"baseline": baseline, "levels": levels, "layer_shapes": layer_shapes, "dtypes": dtypes,
                "formats": formats, "compile": compile_, "repeats": repeats, "clock": clock,
@@ -296,7 +296,7 @@ def _log_command(results: str) -> None:
     import shlex
     from pathlib import Path
 
-    from .train import is_main_process
+    from .process import is_main_process
 
     if not is_main_process():
         return

@@ -24,3 +24,18 @@ class PoolOptionError(UsageError):
 
 class PluginError(UsageError):
     pass
+
+
+def one_line(exc: BaseException, with_type: bool = False) -> str:
+    """The informative first line of an exception, at most 200 characters.
+
+    Compile errors run to pages and load_state_dict puts a header line first, yet a user's
+    error must stay one line (architecture.md, conventions).
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        lines = lines[1:]
+    text = lines[0] if lines else type(exc).__name__
+    if with_type and lines:
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .pools.base import count_parameters
 from .registry import get_pool, get_spec, list_pools, plugin_failures
-from .testing import count_parameters
 
 
 def pool_rows(pattern: str = "*", channels: int = 64) -> list[dict]:

@@ -329,6 +329,13 @@ def format_spec(name: str, options: dict[str, Any] | None = None) -> str:
     return f"{normalize_name(name)}:{body}"
 
 
+def canonical_spec(spec: str) -> str:
+    """The one canonical form of a pool spec (options sorted); an unknown pool name fails here."""
+    name, options = parse_spec(spec)
+    get_spec(name)
+    return format_spec(name, options)
+
+
 def _format_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -62,7 +62,7 @@ def cell_hash(suite: str, cell: dict) -> str:
 def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
     """Run one cell and write its rows (rank 0 only under torchrun). Used by every executor."""
     from .suites import get_suite
-    from .train import dist_info
+    from .process import dist_info
 
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
@@ -91,7 +91,7 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
 
 def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str = "sequential",
               log=None) -> RunReport:
-    from .train import barrier, is_main_process
+    from .process import barrier, is_main_process
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if executor not in EXECUTORS:

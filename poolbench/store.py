@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import hashlib
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write_text
+from .canonical import json_default, digest
 from .errors import UsageError
 
 # Fields that never change a result: left out of the config hash.
@@ -35,26 +35,10 @@ ROW_COLUMNS = (
 )
 
 
-def _json_default(obj: Any) -> Any:
-    """numpy scalars/arrays and tensors as their Python values (not their str); else str."""
-    for attr in ("item", "tolist"):
-        fn = getattr(obj, attr, None)
-        if callable(fn):
-            try:
-                return fn()
-            except (TypeError, ValueError, RuntimeError):
-                continue
-    return str(obj)
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
-
-
 def config_hash(config: dict) -> str:
     """sha256 of the canonical JSON of the fields that change a result."""
     relevant = {k: v for k, v in config.items() if k not in NON_RESULT_FIELDS}
-    return hashlib.sha256(canonical_json(relevant).encode()).hexdigest()
+    return digest(relevant)
 
 
 @functools.lru_cache(maxsize=1)
@@ -104,7 +88,7 @@ class ResultStore:
 
     def write(self, suite: str, chash: str, cell: dict, rows: list[dict]) -> Path:
         path = self.path(suite, chash)
-        atomic_write_text(path, json.dumps({"cell": cell, "rows": rows}, indent=1, default=_json_default))
+        atomic_write_text(path, json.dumps({"cell": cell, "rows": rows}, indent=1, default=json_default))
         return path
 
     def read(self, suite: str, chash: str) -> list[dict]:

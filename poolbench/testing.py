@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .pools.base import count_parameters
 from .registry import PoolSpec, get_pool, get_spec, parse_spec
 
 
@@ -31,13 +32,6 @@ def _seeded(seed: int):
         yield
     finally:
         torch.random.set_rng_state(state)
-
-
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """(learnable parameters, buffer elements) of a module, counted, not declared."""
-    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    buffers = sum(b.numel() for b in module.buffers() if b.is_floating_point())
-    return params, buffers
 
 
 def check_shapes(spec: str, channels: int = 3, sizes=range(2, 10)) -> None:

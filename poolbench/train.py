@@ -6,19 +6,13 @@ DistributedDataParallel across the processes; rank 0 alone writes checkpoints an
 """
 from __future__ import annotations
 
-import atexit
-import contextlib
-import datetime
-import fcntl
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,8 +20,9 @@ from tqdm.auto import tqdm
 
 from .auxiliary import auxiliary_loss
 from .config import TrainConfig, cache_dir
-from .errors import PoolbenchError, UsageError
+from .errors import PoolbenchError, UsageError, one_line
 from .pools.base import no_weight_decay_parameters
+from .process import barrier, dist_info, file_lock, memory_format_for, seed_everything
 from .store import atomic_write_text, config_hash
 
 
@@ -40,68 +35,6 @@ class TrainResult:
     model: nn.Module
     info: dict          # train_time_s, images_per_s, final losses, epochs, from_cache, checkpoint
     num_classes: int
-
-
-# --- distributed ------------------------------------------------------------------------------
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size): (0, 1) unless launched by torchrun."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: str) -> None:
-    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return
-    if torch.distributed.is_initialized():
-        return
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    # rank 0 evaluates and writes alone while the others wait at a barrier: the default
-    # timeout (10 min for nccl) is shorter than an ImageNet-C evaluation
-    minutes = float(os.environ.get("POOLBENCH_DIST_TIMEOUT_MIN", "360"))
-    torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=minutes))
-    atexit.register(_destroy_process_group)
-    if device.startswith("cuda"):
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _destroy_process_group() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    return dist_info()[0] == 0
-
-
-def barrier() -> None:
-    if dist_info()[1] > 1:
-        torch.distributed.barrier()
-
-
-# --- helpers ----------------------------------------------------------------------------------
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(device: str | None) -> str:
-    device = device or os.environ.get("POOLBENCH_DEVICE") or "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
-    if device not in ("cpu", "mps") and not device.startswith("cuda"):
-        raise UsageError(f"unknown device {device!r}; use cpu or cuda[:N]")
-    return device
-
-
-def memory_format_for(device: str) -> torch.memory_format:
-    # channels_last is several times faster for convolutions and pooling on CPU and on
-    # recent GPUs (liftpool.md, measured speed facts).
-    return torch.channels_last
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -139,18 +72,6 @@ def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
 
 def checkpoint_path(cfg: TrainConfig) -> Path:
     return cache_dir() / "checkpoints" / f"{config_hash(cfg.to_dict())}.pt"
-
-
-@contextlib.contextmanager
-def file_lock(path: Path):
-    """Exclusive lock so that parallel workers never train the same checkpoint twice."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def build_model(cfg: TrainConfig, bundle) -> nn.Module:
@@ -319,7 +240,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
     except Exception as exc:  # not a zip/pickle, a disallowed global (weights_only), truncated...
         raise UsageError(
             f"checkpoint {path} is not a readable weights-only PyTorch checkpoint "
-            f"({type(exc).__name__}: {_first_line(exc)}); "
+            f"({type(exc).__name__}: {one_line(exc)}); "
             + ("pass a state_dict saved with torch.save" if explicit else "delete it and run again")
         ) from exc
     saved = payload.get("config") if isinstance(payload, dict) else None
@@ -336,7 +257,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
         model.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
         raise UsageError(
-            f"checkpoint {path} does not fit {cfg.model} with pool {cfg.pool} ({_first_line(exc)}); {fix}"
+            f"checkpoint {path} does not fit {cfg.model} with pool {cfg.pool} ({one_line(exc)}); {fix}"
         ) from exc
     model = model.to(device).to(memory_format=memory_format_for(device)).eval()
     info = {}
@@ -347,56 +268,3 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
             info = {}
     info.update({"from_cache": not explicit, "checkpoint": str(path)})
     return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
-
-
-def _first_line(exc: BaseException) -> str:
-    """The informative line of an exception (load_state_dict puts a header line first)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
-        lines = lines[1:]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-# --- evaluation -------------------------------------------------------------------------------
-
-@torch.no_grad()
-def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256,
-            progress: bool = False, desc: str = "eval") -> torch.Tensor:
-    """Logits for ``images``: a float tensor (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3)."""
-    model.eval()
-    fmt = memory_format_for(device)
-    outs = []
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if isinstance(images, torch.Tensor):
-        n = images.shape[0]
-        bar = tqdm(total=n, disable=not progress, desc=desc, unit="img", leave=False, mininterval=1.0)
-        for i in range(0, n, batch_size):
-            batch = images[i:i + batch_size]
-            if batch.dtype == torch.uint8:
-                batch = batch.permute(0, 3, 1, 2).float().div_(255)
-            outs.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
-            bar.update(batch.shape[0])
-        bar.close()
-    else:
-        raise TypeError("predict takes image tensors or arrays; use predict_dataset for a Dataset")
-    if not outs:
-        raise UsageError("no images to evaluate; check the dataset and --subset")
-    return torch.cat(outs)
-
-
-@torch.no_grad()
-def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: int = 256,
-                    progress: bool = False, desc: str = "eval", workers: int = 0):
-    """(logits, labels) over a Dataset yielding (image in [0, 1], label), in dataset order."""
-    model.eval()
-    fmt = memory_format_for(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    logits, labels = [], []
-    for batch, target in tqdm(loader, disable=not progress, desc=desc, leave=False, mininterval=1.0):
-        logits.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
-        labels.append(torch.as_tensor(target))
-    if not logits:
-        raise UsageError("the test set is empty; check the dataset and --test-size")
-    return torch.cat(logits), torch.cat(labels)

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_open
+from ..canonical import digest as canonical_digest
 from ..errors import PoolbenchError, UsageError
 
 FORMAT_VERSION = 1
@@ -51,13 +52,9 @@ _WORKER_IMAGES: np.ndarray | None = None
 
 # --------------------------------------------------------------------------- small helpers
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-
-
 def digest(parts: dict) -> str:
-    """Short sha256 of the canonical JSON of ``parts``."""
-    return hashlib.sha256(canonical_json(parts).encode()).hexdigest()[:16]
+    """Short sha256 of the canonical JSON of ``parts`` (names a cached data set)."""
+    return canonical_digest(parts, 16)
 
 
 def images_fingerprint(images: np.ndarray) -> str:

@@ -15,6 +15,13 @@ import torch
 from torch import Tensor, nn
 
 
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """(learnable parameters, buffer elements) of a module, counted, not declared."""
+    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    buffers = sum(b.numel() for b in module.buffers() if b.is_floating_point())
+    return params, buffers
+
+
 def crop_even(x: Tensor) -> Tensor:
     """Drop the last row/column of odd-sized maps, as nn.MaxPool2d(2, 2) ignores them."""
     h, w = x.shape[-2:]

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pandas as pd
 
 from ..metrics import topk_error
+from ..pools.base import count_parameters
 from ..store import make_row
-from ..train import is_main_process, predict_dataset
+from ..evaluate import predict_dataset
+from ..process import is_main_process
 from .base import TrainedSuite, train_columns
 
 
@@ -20,7 +22,7 @@ class AccuracySuite(TrainedSuite):
                                          desc=f"eval {cfg.pool}")
         base = train_columns(cfg)
         n = len(labels)
-        params = sum(p.numel() for p in result.model.parameters() if p.requires_grad)
+        params = count_parameters(result.model)[0]
         info = result.info
         rows = [
             make_row(base, "top1_error", 100 * topk_error(logits, labels, 1), "%", n),

@@ -1,17 +1,148 @@
-"""Shared pieces of the suites: the columns every row carries and cached data bundles."""
+"""The suite contract, typed options, and the pieces trained suites share.
+
+A suite is a class with a frozen ``Options`` dataclass, built once from the preset's table of
+the suite and the flags (flags win) by :func:`build_options`; ``cells`` expands a run into JSON
+cells (each hashed by the runner), ``run_cell`` measures one cell into tidy rows, ``table``
+turns stored rows into the wide view, ``notes`` says how to read it.
+"""
 from __future__ import annotations
 
+import abc
+import dataclasses
 import functools
+import types
+import typing
+from typing import Any, ClassVar
+
+import pandas as pd
 
 from ..config import TrainConfig
-from ..registry import format_spec, get_spec, parse_spec
+from ..errors import UsageError
+from ..registry import canonical_spec, get_spec
+from ..store import make_row
+from ..train import get_trained_model, load_bundle
 
+ALEXNET = "alexnet"
+
+
+# --- typed options -----------------------------------------------------------------------------
+
+def _coerce(value: Any, kind: Any, key: str, where: str) -> Any:
+    """``value`` as type ``kind`` (int, float, bool, str, X | None, tuple[T, ...])."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None:
+            return None
+        errors = []
+        for arg in args:
+            try:
+                return _coerce(value, arg, key, where)
+            except UsageError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is tuple:
+        (item,) = [a for a in typing.get_args(kind) if a is not Ellipsis][:1] or (str,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_coerce(v, item, key, where) for v in value)
+    bad = UsageError(f"{where} option {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.strip().lower() in ("true", "1", "yes")
+        raise bad
+    if kind is int:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise bad
+            return int(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind is str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(str(v) for v in value)
+        return str(value)
+    return value
+
+
+def build_options(cls: type, values: dict[str, Any], where: str):
+    """``cls(**values)`` with every value coerced to its field's type; an unknown key or a value
+    of the wrong type fails in one line naming the accepted keys. ``None`` means "not given"."""
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UsageError(f"unknown {where} option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
+    given = {k: _coerce(v, hints[k], k, where) for k, v in values.items() if v is not None}
+    return cls(**given)
+
+
+def options_dict(options) -> dict:
+    """The options as JSON-ready values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
+
+
+# --- the contract ------------------------------------------------------------------------------
+
+class Suite(abc.ABC):
+    """What every suite implements; the library entry point (``poolbench.run``) needs no more."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type]
+    #: False for suites whose cells must run one after another in one process (timing)
+    parallel: ClassVar[bool] = True
+    #: True for suites whose cells evaluate a classifier trained per (pool, seed) of the run
+    trains_classifier: ClassVar[bool] = True
+
+    def options(self, values: dict[str, Any]):
+        return build_options(self.Options, values, self.name)
+
+    def extra_pools(self, options) -> tuple[str, ...]:
+        """Pools the run needs beside the user's (a reference measured on the same images)."""
+        return ()
+
+    @abc.abstractmethod
+    def cells(self, train_configs: list[TrainConfig], options) -> list[dict]:
+        """JSON cells of the run; everything that changes a result is in the cell."""
+
+    @abc.abstractmethod
+    def run_cell(self, cell: dict, ctx) -> list[dict]:
+        """Tidy rows of one cell (``store.make_row``)."""
+
+    @abc.abstractmethod
+    def error_row(self, cell: dict, ctx, message: str) -> dict:
+        """The row stored when a cell fails with a PoolbenchError."""
+
+    @abc.abstractmethod
+    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
+        """The wide view of stored rows; ``options`` (this suite's Options, or None at report
+        time) may only narrow what is shown; what normalises a value is read from the rows."""
+
+    def notes(self, options) -> list[str]:
+        """How to read the table (printed below it)."""
+        return []
+
+
+# --- trained suites ----------------------------------------------------------------------------
 
 def pool_columns(pool: str) -> dict:
     """``pool`` is the canonical spec string (unique per option set); source/version from the registry."""
-    name, options = parse_spec(pool)
-    spec = get_spec(name)
-    canonical = format_spec(name, options)
+    spec = get_spec(pool)
+    canonical = canonical_spec(pool)
     return {
         "pool": canonical,
         "pool_options": canonical.partition(":")[2],
@@ -27,8 +158,6 @@ def train_columns(cfg: TrainConfig) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _bundle(dataset: str, seed: int, train_size, test_size, data_root):
-    from ..train import load_bundle
-
     cfg = TrainConfig(dataset=dataset, seed=seed, train_size=train_size, test_size=test_size)
     return load_bundle(cfg, data_root)
 
@@ -38,28 +167,26 @@ def bundle_for(cfg: TrainConfig, data_root: str | None):
     return _bundle(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size, data_root)
 
 
-class TrainedSuite:
-    """Base for suites that evaluate a trained model per (pool, training config)."""
+def train_config_of(cell: dict) -> TrainConfig:
+    d = dict(cell["train"])
+    d["milestones"] = tuple(d.get("milestones", ()))
+    return TrainConfig(**d)
 
-    name = ""
 
-    def cells(self, train_configs: list[TrainConfig], options: dict) -> list[dict]:
-        return [{"train": cfg.to_dict(), **options} for cfg in train_configs]
+class TrainedSuite(Suite):
+    """Base for suites that evaluate the classifier trained per (pool, training config)."""
 
-    @staticmethod
-    def train_config(cell: dict) -> TrainConfig:
-        d = dict(cell["train"])
-        d["milestones"] = tuple(d.get("milestones", ()))
-        return TrainConfig(**d)
+    def cells(self, train_configs: list[TrainConfig], options) -> list[dict]:
+        return [{"train": cfg.to_dict(), **self.cell_options(options)} for cfg in train_configs]
+
+    def cell_options(self, options) -> dict:
+        """The options that change a result, as they go into every cell."""
+        return options_dict(options)
 
     def trained(self, cell: dict, ctx):
-        from ..train import get_trained_model
-
-        cfg = self.train_config(cell)
+        cfg = train_config_of(cell)
         bundle = bundle_for(cfg, ctx.data_root)
         return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell))
 
     def error_row(self, cell: dict, ctx, message: str) -> dict:
-        from ..store import make_row
-
-        return make_row(train_columns(self.train_config(cell)), "error", None, error=message)
+        return make_row(train_columns(train_config_of(cell)), "error", None, error=message)

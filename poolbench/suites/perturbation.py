@@ -8,17 +8,18 @@ sequences FP and T5D are normalised by the reference model run on the same seque
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import metrics
+from ..canonical import digest
 from ..config import cache_dir
 from ..errors import UsageError
 from ..store import make_row
-from ..train import file_lock, is_main_process, predict
+from ..evaluate import predict
+from ..process import file_lock, is_main_process
 from .base import TrainedSuite, train_columns
 
 
@@ -85,7 +86,7 @@ class PerturbationSuite(TrainedSuite):
 
         if cell["perturbation_source"].startswith("cifar-p"):
             return load_cifar_p(ctx.perturbation_data, cell["perturbations"])
-        key = hashlib.sha256(str(sorted(bundle.config.items())).encode()).hexdigest()[:10]
+        key = digest(bundle.config, 10)
         root = cache_dir()
         with file_lock(root / "perturbations" / f"{bundle.name}-{key}"):
             return generate_perturbed_set(

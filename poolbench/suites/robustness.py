@@ -9,17 +9,18 @@ official ImageNet-C images, where it is the default.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import metrics
+from ..canonical import digest
 from ..config import cache_dir
 from ..errors import UsageError
 from ..store import make_row
-from ..train import file_lock, is_main_process, predict, predict_dataset
+from ..evaluate import predict, predict_dataset
+from ..process import file_lock, is_main_process
 from .base import TrainedSuite, train_columns
 
 ALEXNET = "alexnet"
@@ -121,7 +122,7 @@ class RobustnessSuite(TrainedSuite):
             clean_labels = bundle.eval_arrays(None).labels if len(bundle.test) <= 10000 else None
             return load_cifar_c(ctx.corruption_data, cell["corruptions"], cell["severities"],
                                 num_test=len(bundle.test), clean_labels=clean_labels)
-        key = hashlib.sha256(str(sorted(bundle.config.items())).encode()).hexdigest()[:10]
+        key = digest(bundle.config, 10)
         root = cache_dir()
         with file_lock(root / "corruptions" / f"{bundle.name}-{key}"):
             return generate_corrupted_set(

@@ -104,8 +104,8 @@ def build_segnet(cfg: TrainConfig, bundle) -> SegNet:
 
 def train_segnet(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True):
     """Train a SegNet from scratch with ``cfg``'s recipe; deterministic for a seed."""
-    from ..train import (TrainingDiverged, TrainResult, build_optimizer, lr_at, memory_format_for,
-                         seed_everything)
+    from ..process import memory_format_for, seed_everything
+    from ..train import TrainingDiverged, TrainResult, build_optimizer, lr_at
 
     seed_everything(cfg.seed)
     model = build_segnet(cfg, bundle).to(device)
@@ -169,7 +169,7 @@ def get_trained_segnet(cfg: TrainConfig, bundle, device: str = "cpu", progress: 
 def segmentation_confusion(model, images: np.ndarray, masks: np.ndarray, num_classes: int,
                            device: str = "cpu", batch_size: int = 128, progress: bool = False) -> np.ndarray:
     """(classes, classes) confusion matrix (rows: target) of ``model``'s per-pixel argmax."""
-    from ..train import memory_format_for
+    from ..process import memory_format_for
 
     model.eval()
     fmt = memory_format_for(device)

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from ..metrics import consistency
 from ..store import make_row
-from ..train import is_main_process, predict
+from ..evaluate import predict
+from ..process import is_main_process
 from .base import TrainedSuite, train_columns
 
 SHIFT_KINDS = ("crop", "circular", "diagonal")

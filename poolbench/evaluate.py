@@ -1,0 +1,52 @@
+"""Evaluation: logits of a model over image arrays or a Dataset, batched, in input order."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import UsageError
+from .process import memory_format_for
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256,
+            progress: bool = False, desc: str = "eval") -> torch.Tensor:
+    """Logits for ``images``: a float tensor (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3)."""
+    model.eval()
+    fmt = memory_format_for(device)
+    outs = []
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if isinstance(images, torch.Tensor):
+        n = images.shape[0]
+        bar = tqdm(total=n, disable=not progress, desc=desc, unit="img", leave=False, mininterval=1.0)
+        for i in range(0, n, batch_size):
+            batch = images[i:i + batch_size]
+            if batch.dtype == torch.uint8:
+                batch = batch.permute(0, 3, 1, 2).float().div_(255)
+            outs.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
+            bar.update(batch.shape[0])
+        bar.close()
+    else:
+        raise TypeError("predict takes image tensors or arrays; use predict_dataset for a Dataset")
+    if not outs:
+        raise UsageError("no images to evaluate; check the dataset and --subset")
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: int = 256,
+                    progress: bool = False, desc: str = "eval", workers: int = 0):
+    """(logits, labels) over a Dataset yielding (image in [0, 1], label), in dataset order."""
+    model.eval()
+    fmt = memory_format_for(device)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    logits, labels = [], []
+    for batch, target in tqdm(loader, disable=not progress, desc=desc, leave=False, mininterval=1.0):
+        logits.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
+        labels.append(torch.as_tensor(target))
+    if not logits:
+        raise UsageError("the test set is empty; check the dataset and --test-size")
+    return torch.cat(logits), torch.cat(labels)

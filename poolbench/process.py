@@ -1,0 +1,92 @@
+"""Process plumbing: torchrun ranks and barriers, devices, seeds and cross-process file locks.
+
+Everything that depends on which process or machine runs a cell, and nothing that depends on
+what the cell computes; the runner, the training loop and the suites all stand on it.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import datetime
+import fcntl
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless launched by torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: str) -> None:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.distributed.is_initialized():
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    # rank 0 evaluates and writes alone while the others wait at a barrier: the default
+    # timeout (10 min for nccl) is shorter than an ImageNet-C evaluation
+    minutes = float(os.environ.get("POOLBENCH_DIST_TIMEOUT_MIN", "360"))
+    torch.distributed.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=minutes))
+    atexit.register(_destroy_process_group)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return dist_info()[0] == 0
+
+
+def barrier() -> None:
+    if dist_info()[1] > 1:
+        torch.distributed.barrier()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | None) -> str:
+    device = device or os.environ.get("POOLBENCH_DEVICE") or "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked for, but no CUDA device is available; use --device cpu")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}; use cpu or cuda[:N]")
+    return device
+
+
+def memory_format_for(device: str) -> torch.memory_format:
+    # channels_last is several times faster for convolutions and pooling on CPU and on
+    # recent GPUs (liftpool.md, measured speed facts).
+    return torch.channels_last
+
+
+
+@contextlib.contextmanager
+def file_lock(path: Path):
+    """Exclusive lock so that parallel workers never train the same checkpoint twice."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
