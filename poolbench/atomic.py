@@ -48,3 +48,14 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w") as fh:
         fh.write(text)
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line with a single write (O_APPEND): concurrent writers never interleave."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+    finally:
+        os.close(fd)

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
+from tabulate import tabulate
 
-from . import __version__
-from .errors import PoolbenchError, UsageError
+from . import __version__, api
+from .config import env_default
+from .errors import PoolbenchError
+from .pool_table import pool_rows
+from .process import is_main_process
+from .registry import load_plugin
+from .report import build_report
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _load_plugins(ctx, param, values):
-    from .registry import load_plugin
-
     for item in values or ():
         load_plugin(item)
     return values
@@ -43,14 +48,10 @@ def cli():
 @plugin_option
 def pools_cmd(as_json, channels, pattern):
     """List registered pooling operators (built-in and plugins) matching PATTERN."""
-    from .pool_table import pool_rows
-
     rows = pool_rows(pattern, channels)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from tabulate import tabulate
-
     table = [
         {
             "name": r["name"],
@@ -109,64 +110,25 @@ def run_group():
     """Run a benchmark suite; finished cells are stored and skipped on the next run."""
 
 
-def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple[str, ...] = ()):
-    """Shared flow: preset + flags -> cells -> runner -> table (or JSON)."""
-    from .config import env_default, load_preset, seeds_of, train_config
-    from .registry import format_spec, get_spec, parse_spec
-    from .runner import RunContext, run_cells
-    from .suites import get_suite
-    from .process import init_distributed, resolve_device
-
-    preset = load_preset(args["preset"])
-    pools = list(args["pools"]) or ["max"]
-    for extra in extra_pools:
-        if extra not in pools:
-            pools.append(extra)
-    canonical = []
-    for p in pools:
-        name, opts = parse_spec(p)
-        get_spec(name)  # unknown names fail here, before any work
-        canonical.append(format_spec(name, opts))
-    user_pools = set(canonical[: len(args["pools"]) or 1])
-    if args["checkpoint"] and len(user_pools) > 1:
-        raise UsageError("--checkpoint evaluates one model: pass exactly one --pool")
-    device = resolve_device(args["device"])
-    init_distributed(device)
-    overrides = {k: args[k] for k in ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size")}
-    seeds = seeds_of(preset, args["seed"])
-    configs = [train_config(preset, p, s, overrides) for p in dict.fromkeys(canonical) for s in seeds]
-    ctx = RunContext(
-        results=args["results"] or env_default("results", "results"), device=device,
-        data_root=args["data_root"], progress=not args["no_progress"], checkpoint=args["checkpoint"],
-        threads=args["threads"], workers=args["workers"], extra={"slurm": preset.get("slurm", {})},
-        checkpoint_pool=next(iter(user_pools)) if args["checkpoint"] else None,
-        corruption_data=options.get("corruption_data"),
-        perturbation_data=options.get("perturbation_data"),
-    )
-    suite = get_suite(suite_name)
-    _log_command(ctx.results)
-    section = {**preset.get(suite_name, {}), **{k: v for k, v in options.items() if v is not None}}
-    cells = suite.cells(configs, section)
-    report = run_cells(suite_name, cells, ctx, args["executor"])
-    from .process import is_main_process
-
+def execute_suite(suite_name: str, args: dict, options: dict):
+    """Flags -> ``poolbench.run`` -> the table (or JSON) on stdout, notes and counts on stderr."""
+    flags = {k: v for k, v in args.items() if k not in ("pools", "as_json", "no_progress")}
+    result = api.run(suite_name, list(args["pools"]), progress=not args["no_progress"],
+                     command="poolbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                     **flags, **options)
     if not is_main_process():
         return
     if args["as_json"]:
-        click.echo(json.dumps(report.rows, indent=1, default=str))
+        click.echo(json.dumps(result.rows, indent=1, default=str))
         return
-    import pandas as pd
-
-    frame = pd.DataFrame(report.rows)
-    click.echo(_render_table(suite.table(frame, section)))
-    for note in getattr(suite, "notes", lambda s: [])(section):
+    click.echo(tabulate(result.table, headers="keys", tablefmt="github", floatfmt=".2f"))
+    for note in result.notes:
         click.echo(f"note: {note}", err=True)
-    errors = [r for r in report.rows if r.get("error")]
-    for r in errors:
+    for r in result.errors:
         click.echo(f"poolbench: {r.get('pool')}: {r['error']}", err=True)
-    click.echo(f"{suite_name}: {len(cells)} cells ({report.computed} computed, {report.skipped} from the store) "
-               f"in {ctx.results}/{suite_name}", err=True)
-    if errors:
+    click.echo(f"{suite_name}: {result.cells} cells ({result.computed} computed, {result.skipped} from the store) "
+               f"in {result.results}/{suite_name}", err=True)
+    if result.errors:
         raise click.exceptions.Exit(1)
 
 
@@ -181,22 +143,9 @@ def execute_suite(suite_name: str, args: dict, options: dict, extra_pools: tuple
               help="Official CIFAR-10-C/-100-C (.npy) or ImageNet-C (folders) instead of generated.")
 def run_robustness(reference, corruptions, severities, subset, corruption_data, **args):
     """Corruption robustness: clean error, CE per corruption, mCE, relative and unnormalised mCE."""
-    from .suites.robustness import ALEXNET, detect_official_layout
-
-    official_imagenet = bool(corruption_data) and detect_official_layout(corruption_data) == "imagenet-c"
-    preset_ref = None
-    if reference is None:
-        from .config import load_preset
-
-        preset_ref = load_preset(args["preset"]).get("robustness", {}).get("reference", "max")
-    ref = reference or (ALEXNET if official_imagenet else preset_ref)
-    if ref != ALEXNET:
-        from .registry import format_spec, parse_spec
-
-        ref = format_spec(*parse_spec(ref))
-    options = {"reference": ref, "corruptions": corruptions, "severities": severities,
-               "subset": subset, "corruption_data": corruption_data}
-    execute_suite("robustness", args, options, extra_pools=() if ref == ALEXNET else (ref,))
+    execute_suite("robustness", args, {"reference": reference, "corruptions": corruptions,
+                                       "severities": severities, "subset": subset,
+                                       "corruption_data": corruption_data})
 
 
 @run_group.command("perturbation", context_settings=CONTEXT)
@@ -208,14 +157,8 @@ def run_robustness(reference, corruptions, severities, subset, corruption_data, 
               help="Official CIFAR-10-P/-100-P (.npy files) instead of generated sequences.")
 def run_perturbation(reference, perturbations, subset, perturbation_data, **args):
     """Perturbation stability: flip probability, FR/mFR and T5D/mT5D against a reference pool."""
-    from .config import load_preset
-    from .registry import format_spec, parse_spec
-
-    ref = reference or load_preset(args["preset"]).get("perturbation", {}).get("reference", "max")
-    ref = format_spec(*parse_spec(ref))
-    options = {"reference": ref, "perturbations": perturbations, "subset": subset,
-               "perturbation_data": perturbation_data}
-    execute_suite("perturbation", args, options, extra_pools=(ref,))
+    execute_suite("perturbation", args, {"reference": reference, "perturbations": perturbations,
+                                         "subset": subset, "perturbation_data": perturbation_data})
 
 
 @run_group.command("shift", context_settings=CONTEXT)
@@ -241,14 +184,9 @@ def run_shift(subset, passes, max_shift, **args):
               help="wall (default), or CPU time of the thread/process (robust on a shared machine).")
 def run_efficiency(baseline, levels, layer_shapes, dtypes, formats, compile_, repeats, clock, **args):
     """Parameters, buffers, FLOPs, latency and memory per pool, with ratios to a baseline."""
-    if args["executor"] != "sequential":
-        raise UsageError("efficiency times pools side by side: use --executor sequential")
-    from .process import resolve_device
-
-    options = {"baseline": baseline, "levels": levels, "layer_shapes": layer_shapes, "dtypes": dtypes,
-               "formats": formats, "compile": compile_, "repeats": repeats, "clock": clock,
-               "threads": args["threads"], "device": resolve_device(args["device"])}
-    execute_suite("efficiency", args, options)
+    execute_suite("efficiency", args, {"baseline": baseline, "levels": levels, "layer_shapes": layer_shapes,
+                                       "dtypes": dtypes, "formats": formats, "compile": compile_,
+                                       "repeats": repeats, "clock": clock})
 
 
 @run_group.command("segmentation", context_settings=CONTEXT)
@@ -258,13 +196,8 @@ def run_efficiency(baseline, levels, layer_shapes, dtypes, formats, compile_, re
 @click.option("--no-reconstruction", is_flag=True, help="Skip the PSNR reconstruction test.")
 def run_segmentation(variants, no_reconstruction, **args):
     """SegNet with paired down/up pooling: mIoU per up-pooling variant; reconstruction PSNR."""
-    if not args["pools"] and not variants:
-        variants = "all"
-    # the SegNet recipe is the suite's own: these flags set it, not the classification recipe
-    recipe = {k: args[k] for k in ("epochs", "train_size", "test_size", "batch_size", "lr")}
     execute_suite("segmentation", args, {"variants": variants,
-                                         "reconstruction": False if no_reconstruction else None,
-                                         **recipe})
+                                         "reconstruction": False if no_reconstruction else None})
 
 
 @run_group.command("all", context_settings=CONTEXT)
@@ -291,26 +224,6 @@ def run_all(ctx, **args):
         raise click.exceptions.Exit(1)
 
 
-def _log_command(results: str) -> None:
-    """Append the exact command line to <results>/commands.log (the report quotes it)."""
-    import shlex
-    from pathlib import Path
-
-    from .process import is_main_process
-
-    if not is_main_process():
-        return
-    Path(results).mkdir(parents=True, exist_ok=True)
-    with open(Path(results) / "commands.log", "a") as fh:
-        fh.write("poolbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) + "\n")
-
-
-def _render_table(frame) -> str:
-    from tabulate import tabulate
-
-    return tabulate(frame, headers="keys", tablefmt="github", floatfmt=".2f")
-
-
 @run_group.command("accuracy", context_settings=CONTEXT)
 @run_options
 def run_accuracy(**args):
@@ -328,9 +241,6 @@ def run_accuracy(**args):
 @plugin_option
 def report_cmd(results, out, title, reference, no_illustrations):
     """Write report.md, PNG plots and results.csv from whatever suites are in the store."""
-    from .config import env_default
-    from .report import build_report
-
     path = build_report(results or env_default("results", "results"), out, title=title,
                         reference=reference, illustrations=not no_illustrations)
     click.echo(str(path))

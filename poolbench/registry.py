@@ -329,6 +329,11 @@ def format_spec(name: str, options: dict[str, Any] | None = None) -> str:
     return f"{normalize_name(name)}:{body}"
 
 
+def loaded_plugins() -> frozenset[str]:
+    """The plugin files and modules loaded in this process (to load again in worker processes)."""
+    return frozenset(_loaded_plugins)
+
+
 def canonical_spec(spec: str) -> str:
     """The one canonical form of a pool spec (options sorted); an unknown pool name fails here."""
     name, options = parse_spec(spec)

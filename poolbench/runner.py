@@ -7,6 +7,7 @@ config-hash store, so every executor is resumable: a rerun skips finished cells.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import enum
 import hashlib
 import multiprocessing
 import os
@@ -16,10 +17,23 @@ from pathlib import Path
 
 import torch
 
-from .errors import PoolbenchError, UsageError
+from . import registry
+from .errors import PoolbenchError, UsageError, one_line
+from .process import barrier, dist_info, is_main_process
 from .store import ResultStore, config_hash, provenance
+from .suites import get_suite
 
-EXECUTORS = ("sequential", "process", "slurm")
+
+
+class Executor(str, enum.Enum):
+    """Where cells run."""
+
+    SEQUENTIAL = "sequential"
+    PROCESS = "process"
+    SLURM = "slurm"
+
+
+EXECUTORS = tuple(e.value for e in Executor)
 
 
 @dataclass
@@ -61,16 +75,11 @@ def cell_hash(suite: str, cell: dict) -> str:
 
 def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
     """Run one cell and write its rows (rank 0 only under torchrun). Used by every executor."""
-    from .suites import get_suite
-    from .process import dist_info
-
     if ctx.threads:
         torch.set_num_threads(ctx.threads)
     if ctx.plugins:  # a fresh worker process knows only built-in and entry-point pools
-        from .registry import load_plugin
-
         for item in ctx.plugins:
-            load_plugin(item)
+            registry.load_plugin(item)
     suite = get_suite(suite_name)
     chash = cell_hash(suite_name, cell)
     try:
@@ -91,8 +100,6 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
 
 def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str = "sequential",
               log=None) -> RunReport:
-    from .process import barrier, is_main_process
-
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -160,9 +167,7 @@ def _file_sha256(path: str) -> str:
 
 def _loaded_plugins() -> tuple:
     """Plugin files and modules loaded in this process (--plugin), for worker processes."""
-    from . import registry
-
-    return tuple(sorted(getattr(registry, "_loaded_plugins", ())))
+    return tuple(sorted(registry.loaded_plugins()))
 
 
 def _run_slurm(suite_name: str, todo, ctx: RunContext, log) -> dict:
@@ -183,6 +188,12 @@ def _run_slurm(suite_name: str, todo, ctx: RunContext, log) -> dict:
         try:
             out[i] = job.result()
         except Exception as exc:
-            raise PoolbenchError(f"job {job.job_id} failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}; "
+            raise PoolbenchError(f"job {job.job_id} failed: {_last_line(exc)}; "
                                  f"see {folder}; finished cells are kept, run again to resume") from exc
     return out
+
+
+def _last_line(exc: BaseException) -> str:
+    """A failed job's exception carries the worker's whole traceback: its last line is the error."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return one_line(RuntimeError(lines[-1])) if lines else type(exc).__name__

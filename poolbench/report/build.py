@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import re
-import shlex
 from pathlib import Path
 
 import pandas as pd
 
+from tabulate import tabulate
+
 from ..errors import UsageError
+from ..registry import canonical_spec
 from ..store import ROW_COLUMNS, load_results
+from ..suites.base import ALEXNET, DEFAULT_REFERENCE
 from . import plots
 from .markdown import Document, code_span
 from .sections import RENDERERS, SUITE_ORDER, TITLES, ReportContext, generic_section
 
-DEFAULT_REFERENCE = "max"
 NORMALISED_SUITES = ("robustness", "perturbation")
 ENVIRONMENT = (("torch", "torch_version"), ("poolbench", "poolbench_version"),
                ("git commit", "git_commit"), ("device", "device"), ("threads", "threads"),
@@ -27,9 +29,8 @@ def build_report(results: str, out: str, *, title: str | None = None,
     """Write ``report.md``, ``fig-*.png`` and ``results.csv`` into ``out`` from the rows under
     ``results``; returns the path of report.md.
 
-    ``reference``: the pool that normalises CE/mCE and FR/mFR (default: the last
-    ``--reference`` of that suite's command in ``<results>/commands.log``, else ``max``); it is
-    marked with a dagger in the tables. ``illustrations``: also draw the LiftPool sub-band and
+    ``reference``: the pool that normalises CE/mCE and FR/mFR (default: the reference the
+    latest run of that suite recorded in its rows); it is marked with a dagger in the tables. ``illustrations``: also draw the LiftPool sub-band and
     up-pooling reconstruction figures (computed at report time, not from the results).
     Raises UsageError when ``results`` is missing or holds no rows. The same rows give
     byte-identical files.
@@ -49,8 +50,7 @@ def build_report(results: str, out: str, *, title: str | None = None,
         old.unlink()
 
     commands = read_commands(results_path)
-    refs = {s: _canonical(reference or _reference_from(commands, s) or DEFAULT_REFERENCE)
-            for s in NORMALISED_SUITES}
+    refs = {s: _canonical(reference or recorded_reference(frame, s)) for s in NORMALISED_SUITES}
     errors = frame["error"].fillna("").astype(str) != ""
     good = frame[~errors]      # (metric "error" is also robustness's error per corruption)
     ctx = ReportContext(rows=good, out=out_path, references=refs,
@@ -130,8 +130,6 @@ def _overview(doc: Document, frame: pd.DataFrame, good: pd.DataFrame) -> None:
         failed = int((sub["error"].fillna("").astype(str) != "").sum())
         rows.append([suite, ", ".join(sorted(sub["pool"].dropna().astype(str).unique())),
                      str(sub["config_hash"].nunique()), str(len(sub)), str(failed)])
-    from tabulate import tabulate
-
     doc.table(tabulate(rows, headers=["suite", "pools", "cells", "rows", "failed rows"],
                        tablefmt="github", disable_numparse=True))
 
@@ -147,8 +145,6 @@ def _values(series: pd.Series) -> str:
 
 
 def _environment(doc: Document, frame: pd.DataFrame) -> None:
-    from tabulate import tabulate
-
     doc.heading("Environment", 2)
     rows = [[label, _values(frame[col]) if col in frame else "n/a"] for label, col in ENVIRONMENT]
     times = frame["time"].dropna().astype(str) if "time" in frame else pd.Series(dtype=str)
@@ -177,31 +173,23 @@ def _commands(doc: Document, commands: list[str]) -> None:
     doc.code(commands, "console")
 
 
-def _reference_from(commands: list[str], suite: str) -> str | None:
-    """The ``--reference`` of the last logged ``run <suite>`` command, if any."""
-    found = None
-    for line in commands:
-        try:
-            argv = shlex.split(line)
-        except ValueError:
-            continue
-        if "run" not in argv or suite not in argv[argv.index("run") + 1:argv.index("run") + 2]:
-            continue
-        for i, arg in enumerate(argv):
-            if arg == "--reference" and i + 1 < len(argv):
-                found = argv[i + 1]
-            elif arg.startswith("--reference="):
-                found = arg.split("=", 1)[1]
-    return found
+def recorded_reference(frame: pd.DataFrame, suite: str) -> str:
+    """The reference the latest run of ``suite`` normalised by, as its rows record it
+    (``max`` for rows written before runs recorded one)."""
+    rows = frame[frame["suite"] == suite]
+    if "reference" not in rows.columns or rows["reference"].isna().all():
+        return DEFAULT_REFERENCE
+    rows = rows[rows["reference"].notna()]
+    if "time" in rows.columns:
+        rows = rows.sort_values("time", kind="mergesort")
+    return str(rows["reference"].iloc[-1])
 
 
 def _canonical(spec: str) -> str:
-    if spec == "alexnet":
+    if spec == ALEXNET:
         return spec
     try:
-        from ..registry import format_spec, parse_spec
-
-        return format_spec(*parse_spec(spec))
+        return canonical_spec(spec)
     except UsageError:
         return spec
 

@@ -5,7 +5,6 @@ views where the suite module exists, and is skipped with a note when its suite h
 """
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import metrics
 from ..errors import UsageError
+from ..store import ROW_COLUMNS
+from ..suites import get_suite
+from ..suites.base import with_reference
+from ..suites.robustness import HARSHNESS_NOTE
 from . import plots
 from .markdown import Document, code_span
 from .tables import REFERENCE_MARK, sort_pools, to_markdown
@@ -41,8 +45,6 @@ class ReportContext:
 
     def suite(self, name: str) -> pd.DataFrame:
         """The rows of one suite, without the protocol columns only other suites use."""
-        from ..store import ROW_COLUMNS
-
         sub = self.rows[self.rows["suite"] == name]
         unused = [c for c in sub.columns if c not in ROW_COLUMNS and sub[c].isna().all()]
         return sub.drop(columns=unused)
@@ -86,14 +88,9 @@ def describe(frame: pd.DataFrame) -> str:
 
 
 def suite_table(name: str, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
-    """The suite's own wide view (``table(frame[, options])``)."""
-    from ..suites import get_suite
-
+    """The suite's own wide view of ``frame``; ``options`` (the suite's option keys) narrow it."""
     suite = get_suite(name)
-    params = [p for p in inspect.signature(suite.table).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    table = suite.table(frame, options or {}) if len(params) >= 2 else suite.table(frame)
-    return table if table is not None else pd.DataFrame()
+    return suite.table(frame, suite.options(options or {}))
 
 
 def generic_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -244,10 +241,6 @@ def _sweep(frame: pd.DataFrame) -> dict:
 # --- robustness ---------------------------------------------------------------------------
 
 def robustness_section(doc: Document, ctx: ReportContext) -> None:
-    from .. import metrics
-    from ..suites import get_suite
-    from ..suites.robustness import HARSHNESS_NOTE
-
     suite = get_suite("robustness")
     ref = ctx.references["robustness"]
     rows = ctx.suite("robustness")
@@ -259,8 +252,9 @@ def robustness_section(doc: Document, ctx: ReportContext) -> None:
         doc.para(describe(sub) + f" {_count(errs, 'corruption', 'corruption')} at "
                  f"severities {_ints(errs.get('severity', []))}, on {_ints(errs['n'])} test images "
                  f"(corruptions: {', '.join(sources)}); CE and mCE normalised by {code_span(ref)}.")
+        sub = with_reference(sub, ref)
         try:
-            derived = suite.derived(sub, ref)
+            derived = suite.derived(sub)
         except UsageError as exc:
             doc.note(f"CE/mCE not computed: {exc}")
             derived = pd.DataFrame()
@@ -270,7 +264,7 @@ def robustness_section(doc: Document, ctx: ReportContext) -> None:
                      "another reference. Unnormalised errors follow.")
             render(doc, ordered(_unnormalised(sub)), None)
         else:
-            summary = suite_table("robustness", sub, {"reference": ref})
+            summary = suite_table("robustness", sub)
             summary = summary[[c for c in summary.columns if not str(c).startswith("CE ")]]
             render(doc, ordered(summary), ref)
             ce = derived[derived["metric"] == "CE"].pivot_table(
@@ -323,9 +317,6 @@ def _severity_series(frame: pd.DataFrame) -> dict:
 # --- perturbation -------------------------------------------------------------------------
 
 def perturbation_section(doc: Document, ctx: ReportContext) -> None:
-    from .. import metrics
-    from ..suites import get_suite
-
     suite = get_suite("perturbation")
     ref = ctx.references["perturbation"]
     rows = ctx.suite("perturbation")
@@ -337,14 +328,15 @@ def perturbation_section(doc: Document, ctx: ReportContext) -> None:
         doc.para(describe(sub) + f" {_count(fp, 'perturbation', 'perturbation')}, "
                  f"{_ints(fp['n'])} sequences each (sequences: {', '.join(sources)}); FR and T5D "
                  f"normalised by {code_span(ref)}.")
-        derived = suite.derived(sub, ref)
+        sub = with_reference(sub, ref)
+        derived = suite.derived(sub)
         if derived.empty:
             doc.note(f"The reference pool {ref} has no rows on these sequences, so FR and mFR cannot "
                      f"be computed: run the suite with --pool {ref}. Raw flip probabilities follow.")
             raw = fp.pivot_table(index="pool", columns="perturbation", values="value", aggfunc="mean")
             render(doc, ordered(raw.rename(columns=lambda c: f"FP {c}")), None)
             continue
-        summary = suite_table("perturbation", sub, {"reference": ref})
+        summary = suite_table("perturbation", sub)
         summary = summary[[c for c in summary.columns if not str(c).startswith("FR ")]]
         render(doc, ordered(summary), ref)
         fr = derived[derived["metric"] == "FR"].pivot_table(

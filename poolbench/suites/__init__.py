@@ -1,28 +1,33 @@
-"""Suites: each expands a run into cells and measures one cell into tidy rows."""
+"""Suites: each expands a run into cells and measures one cell into tidy rows (see base.Suite)."""
 from __future__ import annotations
 
 import difflib
+import enum
 import importlib
 
 from ..errors import UsageError
 
-SUITE_MODULES = {
-    "accuracy": "accuracy",
-    "robustness": "robustness",
-    "perturbation": "perturbation",
-    "shift": "shift",
-    "efficiency": "efficiency",
-    "segmentation": "segmentation",
-}
+
+class SuiteName(str, enum.Enum):
+    """The suites (one module each), in the order `poolbench run all` runs them."""
+
+    ACCURACY = "accuracy"
+    ROBUSTNESS = "robustness"
+    PERTURBATION = "perturbation"
+    SHIFT = "shift"
+    EFFICIENCY = "efficiency"
+    SEGMENTATION = "segmentation"
 
 
 def list_suites() -> list[str]:
-    return [name for name, mod in SUITE_MODULES.items() if importlib.util.find_spec(f"{__name__}.{mod}")]
+    return [s.value for s in SuiteName]
 
 
-def get_suite(name: str):
-    if name not in SUITE_MODULES:
-        close = difflib.get_close_matches(name, list(SUITE_MODULES), n=2)
+def get_suite(name: str | SuiteName):
+    """The suite object (a ``base.Suite``) of ``name``; an unknown name fails in one line."""
+    key = name.value if isinstance(name, SuiteName) else str(name)
+    if key not in list_suites():
+        close = difflib.get_close_matches(key, list_suites(), n=2)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"unknown suite {name!r}{hint} (suites: {', '.join(list_suites())})")
-    return importlib.import_module(f"{__name__}.{SUITE_MODULES[name]}").SUITE
+        raise UsageError(f"unknown suite {key!r}{hint} (suites: {', '.join(list_suites())})")
+    return importlib.import_module(f"{__name__}.{key}").SUITE

@@ -1,6 +1,8 @@
 """Clean accuracy: top-1/top-5 error, parameters and training cost per pool."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from ..metrics import topk_error
@@ -11,8 +13,14 @@ from ..process import is_main_process
 from .base import TrainedSuite, train_columns
 
 
+@dataclass(frozen=True)
+class AccuracyOptions:
+    """Clean accuracy has no options of its own: the [train] recipe decides everything."""
+
+
 class AccuracySuite(TrainedSuite):
     name = "accuracy"
+    Options = AccuracyOptions
 
     def run_cell(self, cell: dict, ctx) -> list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
@@ -35,7 +43,7 @@ class AccuracySuite(TrainedSuite):
             rows.append(make_row(base, f"final_{term}", value, "loss"))
         return rows
 
-    def table(self, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
+    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
         wanted = {"top1_error": "top-1 err %", "top5_error": "top-5 err %", "params": "params",
                   "train_time": "train s", "train_throughput": "img/s"}
         sub = frame[frame["metric"].isin(wanted)]

@@ -105,11 +105,13 @@ class Suite(abc.ABC):
     Options: ClassVar[type]
     #: False for suites whose cells must run one after another in one process (timing)
     parallel: ClassVar[bool] = True
-    #: True for suites whose cells evaluate a classifier trained per (pool, seed) of the run
-    trains_classifier: ClassVar[bool] = True
 
     def options(self, values: dict[str, Any]):
         return build_options(self.Options, values, self.name)
+
+    def pool_defaults(self, named_pools: tuple[str, ...]) -> dict[str, Any]:
+        """Option defaults that depend on whether the user named pools (below the preset)."""
+        return {}
 
     def extra_pools(self, options) -> tuple[str, ...]:
         """Pools the run needs beside the user's (a reference measured on the same images)."""
@@ -190,3 +192,36 @@ class TrainedSuite(Suite):
 
     def error_row(self, cell: dict, ctx, message: str) -> dict:
         return make_row(train_columns(train_config_of(cell)), "error", None, error=message)
+
+
+# --- views -------------------------------------------------------------------------------------
+
+DEFAULT_REFERENCE = "max"
+
+
+# columns that say how or when a value was measured, not which measurement it is
+_NOT_IDENTITY = frozenset({"value", "unit", "n", "time", "error", "config_hash", "reference", "device",
+                           "threads", "world_size", "host", "torch_version", "poolbench_version",
+                           "git_commit"})
+
+
+def with_reference(frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """``frame`` (a copy) with the ``reference`` column every normalised view groups by.
+
+    Without ``reference`` each row keeps the reference its run recorded (rows written before
+    runs recorded one count as ``max``, the default then). With one, every measurement counts
+    once (the latest of the runs that measured it under any reference) and is normalised by
+    ``reference``.
+    """
+    frame = frame.copy()
+    if "reference" not in frame.columns:
+        frame["reference"] = DEFAULT_REFERENCE
+    frame["reference"] = frame["reference"].fillna(DEFAULT_REFERENCE)
+    if reference is None:
+        return frame
+    identity = [c for c in frame.columns if c not in _NOT_IDENTITY]
+    if "time" in frame.columns:
+        frame = frame.sort_values("time", kind="mergesort")
+    frame = frame.drop_duplicates(subset=identity, keep="last").copy()
+    frame["reference"] = reference
+    return frame

@@ -8,6 +8,7 @@ sequences FP and T5D are normalised by the reference model run on the same seque
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +18,27 @@ from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
 from ..errors import UsageError
+from ..registry import canonical_spec
 from ..store import make_row
 from ..evaluate import predict
 from ..process import file_lock, is_main_process
-from .base import TrainedSuite, train_columns
+from .base import TrainedSuite, train_columns, with_reference
 
 
 def perturbation_names(spec, image_size: int | None = None) -> list[str]:
     """``test`` (CIFAR-P test set at 32x32, ImageNet-P's otherwise) | ``validation`` | ``all`` | names."""
-    if isinstance(spec, (list, tuple)):
-        names = list(spec)
-    else:
-        key = str(spec).strip().lower()
-        small = image_size is None or image_size < 128
-        groups = {
-            "test": metrics.CIFAR_P_TEST_PERTURBATIONS if small else metrics.P_TEST_PERTURBATIONS,
-            "validation": metrics.P_VALIDATION_PERTURBATIONS,
-            "all": tuple(dict.fromkeys(metrics.ALL_PERTURBATIONS)),
-        }
-        names = list(groups[key]) if key in groups else [n.strip() for n in key.split(",") if n.strip()]
+    small = image_size is None or image_size < 128
+    groups = {
+        "test": metrics.CIFAR_P_TEST_PERTURBATIONS if small else metrics.P_TEST_PERTURBATIONS,
+        "validation": metrics.P_VALIDATION_PERTURBATIONS,
+        "all": tuple(dict.fromkeys(metrics.ALL_PERTURBATIONS)),
+    }
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    names: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if item:
+            names.extend(groups.get(item, (item,)))
+    names = list(dict.fromkeys(names))
     for n in names:
         if n not in metrics.ALL_PERTURBATIONS:
             raise UsageError(f"unknown perturbation {n!r}; use test, validation, all or names from "
@@ -43,20 +46,45 @@ def perturbation_names(spec, image_size: int | None = None) -> list[str]:
     return names
 
 
-class PerturbationSuite(TrainedSuite):
-    name = "perturbation"
+@dataclass(frozen=True)
+class PerturbationOptions:
+    """The ``[perturbation]`` preset table and its flags.
 
-    def cells(self, train_configs, options):
-        data = options.get("perturbation_data")
+    ``reference``: the pool whose flip probabilities and top-5 distances normalise FR and T5D,
+    run on the same sequences (default ``max``). ``subset``: the first N test images turned
+    into sequences (0 or None: all). ``perturbation_data``: official CIFAR-10-P/-100-P (.npy).
+    """
+
+    subset: int | None = None
+    perturbations: tuple[str, ...] = ("test",)
+    reference: str = "max"
+    perturbation_data: str | None = None
+
+    def __post_init__(self):
+        data = self.perturbation_data
         if data and not Path(data).is_dir():
             raise UsageError(f"--perturbation-data {data} is not a folder; point it at CIFAR-10-P/-100-P "
                              "(<perturbation>.npy files)")
-        opts = {
-            "subset": None if options.get("subset") in (None, 0) else int(options["subset"]),
-            "perturbations": perturbation_names(options.get("perturbations", "test")),
-            "perturbation_source": "generated" if not data else f"cifar-p:{Path(data).resolve().name}",
-        }
-        return super().cells(train_configs, opts)
+        object.__setattr__(self, "subset", self.subset or None)
+        object.__setattr__(self, "perturbations", tuple(perturbation_names(list(self.perturbations))))
+        object.__setattr__(self, "reference", canonical_spec(self.reference))
+
+    @property
+    def source(self) -> str:
+        data = self.perturbation_data
+        return "generated" if not data else f"cifar-p:{Path(data).resolve().name}"
+
+
+class PerturbationSuite(TrainedSuite):
+    name = "perturbation"
+    Options = PerturbationOptions
+
+    def extra_pools(self, options) -> tuple[str, ...]:
+        return (options.reference,)
+
+    def cell_options(self, options) -> dict:
+        return {"subset": options.subset, "perturbations": list(options.perturbations),
+                "perturbation_source": options.source, "reference": options.reference}
 
     def run_cell(self, cell: dict, ctx) -> list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
@@ -65,7 +93,7 @@ class PerturbationSuite(TrainedSuite):
         arrays = bundle.eval_arrays(cell["subset"])
         sequences = self._sequences(cell, ctx, bundle, arrays, cfg.seed)
         base = {**train_columns(cfg), "perturbation_source": cell["perturbation_source"],
-                "subset": cell["subset"], "schedule": sequences.schedule}
+                "subset": cell["subset"], "schedule": sequences.schedule, "reference": cell["reference"]}
         rows = []
         for p in cell["perturbations"]:
             seq = sequences.get(p)
@@ -94,12 +122,13 @@ class PerturbationSuite(TrainedSuite):
                 dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
                 workers=max(1, ctx.workers), progress=ctx.progress)
 
-    def derived(self, frame: pd.DataFrame, reference: str) -> pd.DataFrame:
-        """FR and T5D ratios per perturbation, mFR and mT5D, normalised by ``reference``."""
+    def derived(self, frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+        """FR and T5D ratios per perturbation, mFR and mT5D, normalised by the reference each
+        row's run recorded (``reference`` given here: by that pool instead)."""
         if frame.empty:
             return pd.DataFrame()
-        group_cols = ["model", "dataset", "seed", "perturbation_source", "subset"]
-        frame = frame.copy()
+        frame = with_reference(frame, reference)
+        group_cols = ["model", "dataset", "seed", "perturbation_source", "subset", "reference"]
         frame["subset"] = frame["subset"].fillna(-1)
         rows = []
         for keys, group in frame.groupby(group_cols, dropna=False, sort=False):
@@ -108,6 +137,7 @@ class PerturbationSuite(TrainedSuite):
                 fp = g[g["metric"] == "flip_probability"].set_index("perturbation")["value"].to_dict()
                 t5 = g[g["metric"] == "top5_distance"].set_index("perturbation")["value"].to_dict()
                 per_pool[pool] = (fp, t5)
+            reference = keys[-1]
             if reference not in per_pool:
                 continue
             ref_fp, ref_t5 = per_pool[reference]
@@ -115,7 +145,7 @@ class PerturbationSuite(TrainedSuite):
                 names = [p for p in fp if p in ref_fp and ref_fp[p] > 0 and ref_t5.get(p, 0) > 0]
                 if not names:
                     continue
-                info = dict(zip(group_cols, keys), pool=pool, reference=reference)
+                info = dict(zip(group_cols, keys), pool=pool)
                 for p in names:
                     rows.append({**info, "metric": "FR", "perturbation": p, "value": 100 * fp[p] / ref_fp[p]})
                 rows.append({**info, "metric": "mFR", "value": metrics.mfr(fp, ref_fp, names)})
@@ -123,9 +153,8 @@ class PerturbationSuite(TrainedSuite):
                 rows.append({**info, "metric": "mean_FP", "value": 100 * float(np.mean([fp[p] for p in names]))})
         return pd.DataFrame(rows)
 
-    def table(self, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
-        reference = (options or {}).get("reference", "max")
-        derived = self.derived(frame, reference)
+    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
+        derived = self.derived(frame)
         if derived.empty:
             return pd.DataFrame()
         summary = derived[derived["metric"].isin(["mFR", "mT5D", "mean_FP"])].pivot_table(

@@ -9,6 +9,8 @@ official ImageNet-C images, where it is the default.
 """
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,29 +20,31 @@ from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
 from ..errors import UsageError
+from ..registry import canonical_spec
 from ..store import make_row
 from ..evaluate import predict, predict_dataset
 from ..process import file_lock, is_main_process
-from .base import TrainedSuite, train_columns
+from .base import ALEXNET, TrainedSuite, train_columns, with_reference
 
-ALEXNET = "alexnet"
 HARSHNESS_NOTE = ("generated corruptions use ImageNet-strength parameters at any size: at 32x32 "
                   "they are harsher than CIFAR-10-C")
 
 
+CORRUPTION_GROUPS = {"common": metrics.BENCHMARK_CORRUPTIONS, "extra": metrics.EXTRA_CORRUPTIONS,
+                     "all": metrics.ALL_CORRUPTIONS}
+
+
 def corruption_names(spec) -> list[str]:
-    """``common`` (15) | ``extra`` (4) | ``all`` (19) | a comma-separated list or a list of names."""
-    if isinstance(spec, (list, tuple)):
-        names = list(spec)
-    else:
-        key = str(spec).strip().lower()
-        groups = {"common": metrics.BENCHMARK_CORRUPTIONS, "extra": metrics.EXTRA_CORRUPTIONS,
-                  "all": metrics.ALL_CORRUPTIONS}
-        names = list(groups[key]) if key in groups else [n.strip() for n in key.split(",") if n.strip()]
+    """``common`` (15) | ``extra`` (4) | ``all`` (19) | names, as a comma-separated string or a
+    list (a list may mix groups and names)."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    names: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if item:
+            names.extend(CORRUPTION_GROUPS.get(item, (item,)))
+    names = list(dict.fromkeys(names))
     for n in names:
         if n not in metrics.ALL_CORRUPTIONS:
-            import difflib
-
             close = difflib.get_close_matches(n, metrics.ALL_CORRUPTIONS, n=2)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise UsageError(f"unknown corruption {n!r}{hint} (use common, extra, all or names from "
@@ -74,20 +78,53 @@ def detect_official_layout(root: str) -> str:
                      "folders (<corruption>/<severity>/<class>/); check the path")
 
 
+@dataclass(frozen=True)
+class RobustnessOptions:
+    """The ``[robustness]`` preset table and its flags.
+
+    ``reference``: the pool whose errors normalise CE (trained and evaluated on the same
+    images); default ``alexnet`` with official ImageNet-C data (the published constants), else
+    ``max``. ``subset``: the first N test images (0 or None: all). ``corruption_data``: official
+    CIFAR-10-C/-100-C (.npy) or ImageNet-C folders instead of generated corruptions.
+    """
+
+    subset: int | None = None
+    corruptions: tuple[str, ...] = ("common",)
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    reference: str | None = None
+    corruption_data: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "subset", self.subset or None)
+        object.__setattr__(self, "corruptions", tuple(corruption_names(list(self.corruptions))))
+        object.__setattr__(self, "severities", tuple(severity_list(self.severities)))
+        official = self.source.startswith("imagenet-c")
+        reference = self.reference or (ALEXNET if official else "max")
+        if reference != ALEXNET:
+            reference = canonical_spec(reference)
+        elif not official:
+            raise UsageError("--reference alexnet applies only to official ImageNet-C data; "
+                             "use a pool (e.g. --reference max) for generated or CIFAR-C corruptions")
+        object.__setattr__(self, "reference", reference)
+
+    @property
+    def source(self) -> str:
+        # official data is identified by layout and folder name, never by a full path
+        data = self.corruption_data
+        return "generated" if not data else f"{detect_official_layout(data)}:{Path(data).resolve().name}"
+
+
 class RobustnessSuite(TrainedSuite):
     name = "robustness"
+    Options = RobustnessOptions
 
-    def cells(self, train_configs, options):
-        data = options.get("corruption_data")
-        opts = {
-            "subset": None if options.get("subset") in (None, 0) else int(options["subset"]),
-            "corruptions": corruption_names(options.get("corruptions", "common")),
-            "severities": severity_list(options.get("severities", [1, 2, 3, 4, 5])),
-            # official data is identified by layout and folder name, never by a full path
-            "corruption_source": "generated" if not data else
-            f"{detect_official_layout(data)}:{Path(data).resolve().name}",
-        }
-        return super().cells(train_configs, opts)
+    def extra_pools(self, options) -> tuple[str, ...]:
+        return () if options.reference == ALEXNET else (options.reference,)
+
+    def cell_options(self, options) -> dict:
+        return {"subset": options.subset, "corruptions": list(options.corruptions),
+                "severities": list(options.severities), "corruption_source": options.source,
+                "reference": options.reference}
 
     # --- evaluation -------------------------------------------------------------------------
 
@@ -96,7 +133,8 @@ class RobustnessSuite(TrainedSuite):
         if not is_main_process():
             return []
         source = cell["corruption_source"]
-        base = {**train_columns(cfg), "corruption_source": source, "subset": cell["subset"]}
+        base = {**train_columns(cfg), "corruption_source": source, "subset": cell["subset"],
+                "reference": cell["reference"]}
         model = result.model
         if source.startswith("imagenet-c"):
             return self._imagenet_c(cell, ctx, bundle, model, base)
@@ -146,28 +184,30 @@ class RobustnessSuite(TrainedSuite):
                                      len(labels), corruption=c, severity=s))
         return rows
 
-    def notes(self, options: dict) -> list[str]:
-        return [] if options.get("corruption_data") else [HARSHNESS_NOTE]
+    def notes(self, options) -> list[str]:
+        return [] if options.corruption_data else [HARSHNESS_NOTE]
 
     # --- derived metrics (a view over stored rows; never stored) ------------------------------
 
-    def derived(self, frame: pd.DataFrame, reference: str) -> pd.DataFrame:
+    def derived(self, frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
         """CE per corruption, mCE, relative mCE and unnormalised mCE for every pool in ``frame``.
 
-        ``reference`` is a pool spec present in ``frame`` (trained on the same images), or
-        ``alexnet`` for official ImageNet-C only.
+        Each row is normalised by the reference its run recorded (column ``reference``: a pool
+        measured on the same images, or ``alexnet`` for official ImageNet-C only); a
+        ``reference`` given here re-normalises every row by that pool instead.
         """
         rows = []
         if frame.empty:
             return pd.DataFrame()
-        group_cols = ["model", "dataset", "seed", "corruption_source", "subset"]
-        frame = frame.copy()
+        frame = with_reference(frame, reference)
+        group_cols = ["model", "dataset", "seed", "corruption_source", "subset", "reference"]
         for col in group_cols:
             if col not in frame.columns:
                 frame[col] = None
         frame["subset"] = frame["subset"].fillna(-1)
         for keys, group in frame.groupby(group_cols, dropna=False, sort=False):
             source = group["corruption_source"].iloc[0] or "generated"
+            reference = keys[-1]
             use_alexnet = reference == ALEXNET
             if use_alexnet and not str(source).startswith("imagenet-c"):
                 raise UsageError("--reference alexnet applies only to official ImageNet-C data; "
@@ -185,7 +225,7 @@ class RobustnessSuite(TrainedSuite):
                 common = [c for c in metrics.BENCHMARK_CORRUPTIONS if c in corr] or corr
                 if not common:
                     continue
-                info = dict(zip(group_cols, keys), pool=pool, reference=reference)
+                info = dict(zip(group_cols, keys), pool=pool)
                 for c in corr:
                     rows.append({**info, "metric": "CE", "corruption": c,
                                  "value": _undefined_as_nan(lambda: 100 * metrics.corruption_error(errs[c], ref_err[c]))})
@@ -206,8 +246,8 @@ class RobustnessSuite(TrainedSuite):
             table[c] = [float(v) for v in g.sort_values("severity")["value"]]
         return clean, table
 
-    def table(self, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
-        derived = self.derived(frame, (options or {}).get("reference", "max"))
+    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
+        derived = self.derived(frame)
         if derived.empty:
             return pd.DataFrame()
         names = {"clean_error": "clean err %", "mCE": "mCE", "relative_mCE": "rel. mCE",

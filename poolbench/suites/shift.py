@@ -10,6 +10,8 @@ Offsets come from a generator seeded by the run seed, so the numbers are reprodu
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from ..metrics import consistency
 from ..store import make_row
+from ..errors import UsageError
 from ..evaluate import predict
 from ..process import is_main_process
 from .base import TrainedSuite, train_columns
@@ -42,13 +45,26 @@ def roll_views(images: torch.Tensor, offsets: np.ndarray) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class ShiftOptions:
+    """The ``[shift]`` preset table and its flags: test images, random offset draws averaged,
+    and k (crop offsets in {0..2k}, the diagonal sweep 0..k)."""
+
+    subset: int = 1000
+    passes: int = 5
+    max_shift: int = 4
+
+    def __post_init__(self):
+        for key in ("subset", "passes"):
+            if getattr(self, key) < 1:
+                raise UsageError(f"shift option {key} must be at least 1, got {getattr(self, key)}")
+        if self.max_shift < 0:
+            raise UsageError(f"shift option max_shift must be 0 or more, got {self.max_shift}")
+
+
 class ShiftSuite(TrainedSuite):
     name = "shift"
-
-    def cells(self, train_configs, options):
-        opts = {"subset": int(options.get("subset", 1000)), "passes": int(options.get("passes", 5)),
-                "max_shift": int(options.get("max_shift", 4))}
-        return super().cells(train_configs, opts)
+    Options = ShiftOptions
 
     def run_cell(self, cell: dict, ctx) -> list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
@@ -89,7 +105,7 @@ class ShiftSuite(TrainedSuite):
             rows.append(make_row(base, "true_class_probability", prob, "", n, **extra))
         return rows
 
-    def table(self, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
+    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
         cons = frame[frame["metric"] == "consistency"]
         wide = cons.pivot_table(index="pool", columns="shift_kind", values="value", aggfunc="mean", sort=False)
         wide.columns = [f"consistency {c} %" for c in wide.columns]
