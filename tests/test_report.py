@@ -240,16 +240,17 @@ def test_missing_or_empty_results_is_a_usage_error(tmp_path):
     assert "\n" not in str(info.value)
 
 
-def test_reference_from_commands_log_and_other_suites(tmp_path):
-    """--reference in commands.log picks the normalising pool; efficiency and segmentation
-    rows get their sections; a missing reference is a note, not an error."""
+def test_reference_from_the_rows_and_other_suites(tmp_path):
+    """The reference the rows record picks the normalising pool (commands.log is a record,
+    never read for it); efficiency and segmentation rows get their sections; a missing
+    reference is a note, not an error."""
     root = tmp_path / "results"
     store = ResultStore(root)
     for pool, fps in FLIPS.items():
         rows = []
         for p, fp in zip(("gaussian_noise", "translate"), fps):
             extra = {"perturbation": p, "frames": 31, "noise": False, "n": 20,
-                     "perturbation_source": "generated", "subset": 20}
+                     "perturbation_source": "generated", "subset": 20, "reference": "avg"}
             rows += [{"metric": "flip_probability", "value": fp, **extra},
                      {"metric": "top5_distance", "value": 10 * fp, **extra}]
         _write(store, "perturbation", pool, rows)
@@ -264,7 +265,8 @@ def test_reference_from_commands_log_and_other_suites(tmp_path):
         _write(store, "segmentation", variant, [
             {"metric": "miou", "value": miou, "unit": "%", "n": 10, "up_pool": variant,
              "upsample": "paired", "model": "segnet", "dataset": "shapes-seg"}])
-    (root / "commands.log").write_text("poolbench run perturbation --pool lift --reference avg\n")
+    # regression: the report took the reference from this log, not from the rows
+    (root / "commands.log").write_text("poolbench run perturbation --pool lift --reference max\n")
     md = build_report(str(root), str(tmp_path / "out"), illustrations=False).read_text()
 
     per = section(md, "Perturbation stability")

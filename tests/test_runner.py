@@ -7,13 +7,14 @@ import textwrap
 
 import pytest
 
-from poolbench import registry, train
+from poolbench import registry, runner, train
 from poolbench.config import TrainConfig, train_config
 from poolbench.errors import UsageError
 from poolbench.runner import RunContext, cell_hash, run_cells
 from poolbench.store import ResultStore
 from poolbench.suites import get_suite
 from poolbench.suites.accuracy import AccuracySuite
+from poolbench.suites.base import train_config_of
 
 TINY = TrainConfig(train_size=256, test_size=64, epochs=1, batch_size=64).to_dict()
 # metrics that depend on wall time, not on the model
@@ -22,7 +23,8 @@ TIMING = {"train_time", "train_throughput"}
 
 def cells_for(pools, suite="accuracy", options=None):
     configs = [train_config({"train": TINY}, p, 0) for p in pools]
-    return get_suite(suite).cells(configs, options or {})
+    suite = get_suite(suite)
+    return suite.cells(configs, suite.options(options or {}))
 
 
 def values(rows, timing=True):
@@ -84,7 +86,7 @@ def test_rerun_recomputes_only_the_deleted_cell(tmp_path, fresh_cache, count_tra
     # delete avg's cell and its checkpoint: only avg is trained and evaluated again
     avg_hash = cell_hash("accuracy", cells[1])
     (tmp_path / "results" / "accuracy" / f"{avg_hash}.json").unlink()
-    train.checkpoint_path(get_suite("accuracy").train_config(cells[1])).unlink()
+    train.checkpoint_path(train_config_of(cells[1])).unlink()
     third = run_cells("accuracy", cells, ctx, log=quiet)
     assert (third.computed, third.skipped) == (1, 1)
     assert count_training == ["max", "avg", "avg"] and count_cells == ["max", "avg", "avg"]
@@ -220,7 +222,7 @@ def test_slurm_executor_with_submitit_local(tmp_path):
 def test_all_processes_list_the_store_before_anyone_writes(tmp_path, monkeypatch):
     """Under torchrun rank 0 writes while the others may still be listing: a barrier between."""
     seen = []
-    monkeypatch.setattr(train, "barrier", lambda: seen.append(len(list(tmp_path.glob("accuracy/*.json")))))
+    monkeypatch.setattr(runner, "barrier", lambda: seen.append(len(list(tmp_path.glob("accuracy/*.json")))))
     run_cells("accuracy", cells_for(["max", "avg"]), RunContext(results=str(tmp_path), progress=False),
               log=quiet)
     assert seen == [0, 1, 2]  # after listing, then after each cell
