@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..registry import canonical_spec
 from ..store import ROW_COLUMNS, load_results
 from ..suites.base import ALEXNET, DEFAULT_REFERENCE
-from . import plots
+from . import illustrations, plots
 from .markdown import Document, code_span
 from .sections import RENDERERS, SUITE_ORDER, TITLES, ReportContext, generic_section
 
@@ -200,11 +200,6 @@ def _illustrations(doc: Document, ctx: ReportContext) -> None:
     doc.heading("LiftPool illustrations", 2)
     doc.para("Computed when the report is built (seeded, untrained operators on scikit-image's "
              "sample images), not read from the results.")
-    try:
-        from . import illustrations
-    except ImportError as exc:  # pragma: no cover - a declared dependency is missing
-        doc.note(f"Skipped: {exc}")
-        return
     try:
         ctx.figure(doc, "lift-subbands", illustrations.band_figure, "LiftDownPool sub-bands",
                    "LiftDownPool-2D sub-bands LL, LH, HL, HH (as the LiftPool paper's Figures 1 "

@@ -17,6 +17,7 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
+from ..data.perturbations import generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
 from ..registry import canonical_spec
 from ..store import make_row
@@ -110,8 +111,6 @@ class PerturbationSuite(TrainedSuite):
         return rows
 
     def _sequences(self, cell, ctx, bundle, arrays, seed):
-        from ..data.perturbations import generate_perturbed_set, load_cifar_p
-
         if cell["perturbation_source"].startswith("cifar-p"):
             return load_cifar_p(ctx.perturbation_data, cell["perturbations"])
         key = digest(bundle.config, 10)

@@ -19,6 +19,7 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
+from ..data.corruptions import generate_corrupted_set, load_cifar_c, load_imagenet_c
 from ..errors import UsageError
 from ..registry import canonical_spec
 from ..store import make_row
@@ -154,8 +155,6 @@ class RobustnessSuite(TrainedSuite):
         return rows
 
     def _corrupted_set(self, cell, ctx, bundle, arrays, seed):
-        from ..data.corruptions import generate_corrupted_set, load_cifar_c
-
         if cell["corruption_source"].startswith("cifar-c"):
             clean_labels = bundle.eval_arrays(None).labels if len(bundle.test) <= 10000 else None
             return load_cifar_c(ctx.corruption_data, cell["corruptions"], cell["severities"],
@@ -169,8 +168,6 @@ class RobustnessSuite(TrainedSuite):
                 workers=max(1, ctx.workers), progress=ctx.progress)
 
     def _imagenet_c(self, cell, ctx, bundle, model, base):
-        from ..data.corruptions import load_imagenet_c
-
         logits, labels = predict_dataset(model, bundle.test, ctx.device, progress=ctx.progress, desc="clean")
         rows = [make_row(base, "clean_error", 100 * metrics.top1_error(logits, labels), "%", len(labels))]
         classes = getattr(bundle, "class_names", None)
