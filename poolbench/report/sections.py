@@ -5,22 +5,20 @@ views where the suite module exists, and is skipped with a note when its suite h
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from .. import metrics
 from ..errors import UsageError
-from ..store import ROW_COLUMNS
 from ..suites import get_suite
 from ..suites.base import with_reference
 from ..suites.robustness import HARSHNESS_NOTE
 from . import plots
+from .context import (ReportContext, count_of, describe, ints_text, generic_table, groups, ordered, render,
+                      suite_table)
+from .efficiency import efficiency_section
 from .markdown import Document, code_span
-from .tables import REFERENCE_MARK, sort_pools, to_markdown
+from .tables import sort_pools
 
 SUITE_ORDER = ("accuracy", "shift", "robustness", "perturbation", "segmentation", "efficiency")
 TITLES = {
@@ -34,112 +32,6 @@ TITLES = {
 SEGMENTATION_ORDER = ("max_unpool", "max_unpool_blur", "lift", "bilinear", "bilinear_avg")
 
 
-@dataclass
-class ReportContext:
-    rows: pd.DataFrame                 # every row without an error
-    out: Path
-    references: dict[str, str]         # suite -> reference pool (robustness, perturbation)
-    baseline: str                      # the pool marked in the other tables
-    styles: dict = field(default_factory=dict)
-    figures: list[str] = field(default_factory=list)
-
-    def suite(self, name: str) -> pd.DataFrame:
-        """The rows of one suite, without the protocol columns only other suites use."""
-        sub = self.rows[self.rows["suite"] == name]
-        unused = [c for c in sub.columns if c not in ROW_COLUMNS and sub[c].isna().all()]
-        return sub.drop(columns=unused)
-
-    def figure(self, doc: Document, name: str, draw, alt: str, caption: str | None = None) -> None:
-        """Draw ``draw(path)`` into ``fig-<name>.png`` and link it."""
-        filename = f"fig-{name}.png"
-        draw(self.out / filename)
-        self.figures.append(filename)
-        doc.figure(filename, alt, caption)
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-
-
-def groups(frame: pd.DataFrame) -> list[tuple[str | None, str, pd.DataFrame]]:
-    """[(heading or None when there is one group, file-name suffix, rows)] per (model, dataset)."""
-    keys = frame[["model", "dataset"]].astype(str)
-    pairs = sorted(set(map(tuple, keys.to_numpy())))
-    if len(pairs) <= 1:
-        return [(None, "", frame)]
-    out = []
-    for model, dataset in pairs:
-        mask = (keys["model"] == model) & (keys["dataset"] == dataset)
-        out.append((f"{model} on {dataset}", f"-{slug(model)}-{slug(dataset)}", frame[mask]))
-    return out
-
-
-def _ints(values) -> str:
-    vals = sorted({int(v) for v in pd.Series(values).dropna()})
-    return ", ".join(map(str, vals)) if vals else "n/a"
-
-
-def describe(frame: pd.DataFrame) -> str:
-    models = ", ".join(sorted({str(m) for m in frame["model"].dropna()})) or "n/a"
-    datasets = ", ".join(sorted({str(d) for d in frame["dataset"].dropna()})) or "n/a"
-    return f"Backbone {code_span(models)} on {code_span(datasets)}; seeds {_ints(frame['seed'])} (mean over seeds)."
-
-
-def suite_table(name: str, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
-    """The suite's own wide view of ``frame``; ``options`` (the suite's option keys) narrow it."""
-    suite = get_suite(name)
-    return suite.table(frame, suite.options(options or {}))
-
-
-def generic_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """pool x "metric [unit]", mean over everything else (for suites without a view)."""
-    f = frame[frame["value"].notna()].copy()
-    if f.empty:
-        return pd.DataFrame()
-    unit = f["unit"].fillna("").astype(str) if "unit" in f else ""
-    f["column"] = f["metric"].astype(str) + np.where(unit != "", " " + unit, "")
-    wide = f.pivot_table(index="pool", columns="column", values="value", aggfunc="mean")
-    wide = wide[sorted(wide.columns)]
-    wide.columns.name = None
-    return wide
-
-
-def ordered(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows in sorted pool order (tables indexed by pool), column index names dropped."""
-    if table.empty:
-        return table
-    if table.index.name in (None, "pool"):
-        table = table.loc[sort_pools(table.index)]
-    table.columns.name = None
-    return table
-
-
-def legend(table: pd.DataFrame, reference: str | None, what: str = "reference pool",
-           along: str = "columns") -> str:
-    bold = "best per column" if along == "columns" else "best per row"
-    text = f"Bold: {bold} (lower is better for errors, CE/FR, times; higher for accuracy and consistency)."
-    names = table.index if along == "columns" else table.columns
-    if reference is not None and reference in [str(n) for n in names]:
-        text += f" {REFERENCE_MARK} {code_span(reference)}: {what}."
-    return text
-
-
-def render(doc: Document, table: pd.DataFrame, reference: str | None, *, what: str = "reference pool",
-           along: str = "columns", index_name: str = "pool", how: str | None = "auto") -> None:
-    if table.empty:
-        return
-    empty = [c for c in table.columns if pd.to_numeric(table[c], errors="coerce").isna().all()]
-    if along == "columns" and empty and len(empty) < len(table.columns):
-        table = table.drop(columns=empty)
-    note = legend(table, reference, what, along)
-    if along == "columns" and empty:
-        note += (" Left out, undefined for every pool: " + ", ".join(map(str, empty)) + ".")
-    doc.table(to_markdown(table, reference=reference, along=along, index_name=index_name, how=how),
-              note)
-
-
 # --- accuracy -----------------------------------------------------------------------------
 
 def accuracy_section(doc: Document, ctx: ReportContext) -> None:
@@ -148,7 +40,7 @@ def accuracy_section(doc: Document, ctx: ReportContext) -> None:
         if label:
             doc.heading(label, 3)
         n = sub.loc[sub["metric"] == "top1_error", "n"]
-        doc.para(describe(sub) + (f" Errors on {_ints(n)} test images." if len(n.dropna()) else ""))
+        doc.para(describe(sub) + (f" Errors on {ints_text(n)} test images." if len(n.dropna()) else ""))
         render(doc, ordered(suite_table("accuracy", sub)), ctx.baseline, what="baseline")
 
 
@@ -187,14 +79,14 @@ def _shift_protocol(frame: pd.DataFrame) -> str:
     parts = []
     if "shift_kind" in cons and (cons["shift_kind"] == "crop").any():
         crop = cons[cons["shift_kind"] == "crop"]
-        k = _ints(crop.get("max_shift", pd.Series(dtype=float)))
+        k = ints_text(crop.get("max_shift", pd.Series(dtype=float)))
         parts.append(f"crop: zero-pad by k = {k}, two random crops with offsets in {{0..2k}}^2")
     if "shift_kind" in cons and (cons["shift_kind"] == "circular").any():
         parts.append("circular: torch.roll by two random offsets in [-3, 2] per axis")
     if not parts:
         return ""
-    passes = _ints(cons.get("passes", pd.Series(dtype=float)))
-    return (f"Consistency = % of {_ints(cons['n'])} test images whose top-1 class agrees between two "
+    passes = ints_text(cons.get("passes", pd.Series(dtype=float)))
+    return (f"Consistency = % of {ints_text(cons['n'])} test images whose top-1 class agrees between two "
             f"shifted views, mean of {passes} seeded passes ({'; '.join(parts)}).")
 
 
@@ -249,8 +141,8 @@ def robustness_section(doc: Document, ctx: ReportContext) -> None:
             doc.heading(label, 3)
         errs = sub[sub["metric"] == "error"]
         sources = sorted({str(s) for s in sub.get("corruption_source", pd.Series(dtype=str)).dropna()}) or ["generated"]
-        doc.para(describe(sub) + f" {_count(errs, 'corruption', 'corruption')} at "
-                 f"severities {_ints(errs.get('severity', []))}, on {_ints(errs['n'])} test images "
+        doc.para(describe(sub) + f" {count_of(errs, 'corruption', 'corruption')} at "
+                 f"severities {ints_text(errs.get('severity', []))}, on {ints_text(errs['n'])} test images "
                  f"(corruptions: {', '.join(sources)}); CE and mCE normalised by {code_span(ref)}.")
         sub = with_reference(sub, ref)
         try:
@@ -286,7 +178,7 @@ def robustness_section(doc: Document, ctx: ReportContext) -> None:
                 title="Error vs corruption severity" + (f" ({label})" if label else ""),
                 xticks=range(0, 6), xticklabels=["clean", "1", "2", "3", "4", "5"]),
                 "error vs severity", f"Top-1 error per severity, averaged over the "
-                f"{_count(errs, 'corruption', 'corruption')} (0 = clean images).")
+                f"{count_of(errs, 'corruption', 'corruption')} (0 = clean images).")
         if "generated" in sources:
             doc.note(HARSHNESS_NOTE)
 
@@ -325,8 +217,8 @@ def perturbation_section(doc: Document, ctx: ReportContext) -> None:
             doc.heading(label, 3)
         fp = sub[sub["metric"] == "flip_probability"]
         sources = sorted({str(s) for s in sub.get("perturbation_source", pd.Series(dtype=str)).dropna()}) or ["generated"]
-        doc.para(describe(sub) + f" {_count(fp, 'perturbation', 'perturbation')}, "
-                 f"{_ints(fp['n'])} sequences each (sequences: {', '.join(sources)}); FR and T5D "
+        doc.para(describe(sub) + f" {count_of(fp, 'perturbation', 'perturbation')}, "
+                 f"{ints_text(fp['n'])} sequences each (sequences: {', '.join(sources)}); FR and T5D "
                  f"normalised by {code_span(ref)}.")
         sub = with_reference(sub, ref)
         derived = suite.derived(sub)
@@ -359,7 +251,7 @@ def segmentation_section(doc: Document, ctx: ReportContext) -> None:
     rows = ctx.suite("segmentation")
     train = rows[rows["metric"].isin(["miou", "pixel_accuracy"])]
     if len(train):
-        doc.para(describe(train) + f" SegNet on {_ints(train['n'])} test images per variant.")
+        doc.para(describe(train) + f" SegNet on {ints_text(train['n'])} test images per variant.")
     table = suite_table("segmentation", rows)
     if not table.empty:   # the paper's order (Figure 6), then any other variant alphabetically
         first = [v for v in SEGMENTATION_ORDER if v in table.index]
@@ -368,171 +260,6 @@ def segmentation_section(doc: Document, ctx: ReportContext) -> None:
     if "psnr" in set(rows["metric"]):
         doc.para("PSNR: down-pool then up-pool the scikit-image sample images without training "
                  "(mean over the images); LiftUpPool is exact up to floating-point rounding.")
-
-
-# --- efficiency ---------------------------------------------------------------------------
-
-def efficiency_section(doc: Document, ctx: ReportContext) -> None:
-    from ..suites.efficiency import EfficiencySuite, table_setting
-
-    rows = ctx.suite("efficiency")
-    targets = _efficiency_targets(rows)
-    if not targets:
-        table = generic_table(rows)
-        doc.note("These efficiency rows carry no level/shape columns: mean per pool and metric "
-                 "over all recorded settings.")
-        render(doc, ordered(table), ctx.baseline, what="baseline")
-    for level, shape in targets:
-        setting = "model" if level == "model" else shape
-        try:
-            table = suite_table("efficiency", rows, {"table_setting": setting})
-        except (UsageError, ValueError) as exc:
-            doc.note(f"No efficiency table at {level} {shape}: {exc}")
-            continue
-        _, _, dtype, fmt = table_setting({"table_setting": setting}, rows)
-        where = f"model level ({_model_name(rows)}, input {shape})" if level == "model" else f"layer level, input {shape}"
-        doc.heading(f"{where[0].upper()}{where[1:]}, {dtype}, {fmt}", 3)
-        render(doc, ordered(table), ctx.baseline, what="baseline")
-    for metric, what in (("latency_fwd_ratio", "forward"), ("latency_fwdbwd_ratio", "forward+backward")):
-        ratios = _ratio_matrix(rows, metric)
-        if ratios.empty:
-            continue
-        doc.para(f"{what[0].upper()}{what[1:]} latency / the baseline's, every setting (median "
-                 "over the repeats, timed round-robin with the baseline in the same cell, eager; "
-                 "rows: input, dtype, memory format):")
-        render(doc, ratios, ctx.baseline, what="baseline", along="rows", index_name="setting", how="min")
-        name = "fwd" if metric == "latency_fwd_ratio" else "fwdbwd"
-        ctx.figure(doc, f"latency-ratios-{name}", lambda p, r=ratios, w=what: plots.ratio_heatmap(
-            r, p, title=f"{w[0].upper()}{w[1:]} latency / {ctx.baseline} (same cell)",
-            colorbar_label=f"ratio to {ctx.baseline} (log scale)"),
-            f"{what} latency ratios", f"The table above as a heat map: blue faster than "
-            f"{ctx.baseline}, red slower, log colour scale.")
-    if targets:
-        doc.para("Notes: " + " ".join(f"({i}) {n}." for i, n in
-                                      enumerate(EfficiencySuite().notes({})[1:], start=1)))
-    points, metric, unit = latency_vs_accuracy(rows, ctx.suite("accuracy"))
-    if points:
-        xlabel = "forward latency" if metric == "latency_fwd" else metric
-        xlabel += f" ({unit})" if unit else ""
-        setting = _latency_setting_text(rows)
-        ctx.figure(doc, "latency-vs-accuracy", lambda p: plots.scatter_front(
-            points, ctx.styles, p, xlabel=f"{xlabel}, {setting}",
-            ylabel="top-1 accuracy %", title="Latency vs accuracy", x_better="min", y_better="max"),
-            "latency vs accuracy",
-            f"Top-1 accuracy (accuracy suite) against {metric} (efficiency suite, "
-            f"{setting}); the dashed line is the Pareto front.")
-
-
-def _efficiency_targets(rows: pd.DataFrame) -> list[tuple[str, str]]:
-    """[(level, shape)] the rows hold: layer shapes in run order, then the model level."""
-    if rows.empty or not {"level", "shape"} <= set(rows.columns):
-        return []
-    pairs = list(dict.fromkeys(zip(rows["level"].astype(str), rows["shape"].astype(str))))
-    pairs = [(lv, sh) for lv, sh in pairs if lv in ("layer", "model") and sh not in ("nan", "None")]
-    return [p for p in pairs if p[0] == "layer"] + [p for p in pairs if p[0] == "model"]
-
-
-def _model_name(rows: pd.DataFrame) -> str:
-    names = sorted({str(m) for m in rows.loc[rows["level"] == "model", "model"].dropna()}) \
-        if "model" in rows.columns else []
-    return ", ".join(names) or "model"
-
-
-def _eager(rows: pd.DataFrame) -> pd.DataFrame:
-    if "compiled" not in rows.columns:
-        return rows
-    return rows[~rows["compiled"].fillna(False).astype(bool)]
-
-
-_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64",
-          "channels_last": "CL", "nchw": "NCHW"}
-
-
-def _ratio_matrix(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """"input dtype format" x pool: one latency ratio to the baseline per eager cell."""
-    need = {"level", "shape", "dtype", "memory_format", "metric", "value", "pool"}
-    if rows.empty or not need <= set(rows.columns):
-        return pd.DataFrame()
-    f = _eager(rows)
-    f = f[(f["metric"] == metric) & f["value"].notna()].copy()
-    if f.empty:
-        return pd.DataFrame()
-    target = np.where(f["level"] == "model", "model " + f["shape"].astype(str), f["shape"].astype(str))
-    f["setting"] = (pd.Series(target, index=f.index) + " " + f["dtype"].map(lambda d: _SHORT.get(d, d))
-                    + " " + f["memory_format"].map(lambda m: _SHORT.get(m, m)))
-    # rows in a fixed order: the inputs as measured (layers, then the model), then dtypes and
-    # memory formats in the efficiency suite's order (float32 first, NCHW first)
-    from ..suites.efficiency import DEFAULT_FORMATS, DTYPES
-
-    targets = {t: i for i, t in enumerate(_efficiency_targets(rows))}
-    dtypes, formats = list(DTYPES), list(DEFAULT_FORMATS)
-    key = f.apply(lambda r: (targets.get((str(r["level"]), str(r["shape"])), len(targets)),
-                             dtypes.index(r["dtype"]) if r["dtype"] in dtypes else len(dtypes),
-                             str(r["dtype"]),
-                             formats.index(r["memory_format"]) if r["memory_format"] in formats
-                             else len(formats)), axis=1)
-    order = list(dict.fromkeys(f.loc[key.sort_values(kind="stable").index, "setting"]))
-    wide = f.pivot_table(index="setting", columns="pool", values="value", aggfunc="median")
-    wide = wide.reindex(order)
-    wide = wide[sort_pools(wide.columns)]
-    wide.columns.name = None
-    return wide
-
-
-def _latency_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows the latency-vs-accuracy plot uses: eager, the model level when measured (else
-    every layer input), at the dtype and memory format of the efficiency tables."""
-    f = _eager(rows)
-    if "level" in f.columns and (f["level"] == "model").any():
-        f = f[f["level"] == "model"]
-    if {"dtype", "memory_format"} <= set(f.columns) and len(f):
-        from ..suites.efficiency import table_setting
-
-        _, _, dtype, fmt = table_setting({"table_setting": "model"}, f)
-        f = f[(f["dtype"] == dtype) & (f["memory_format"] == fmt)]
-    return f
-
-
-def _latency_setting_text(rows: pd.DataFrame) -> str:
-    f = _latency_rows(rows)
-    parts = []
-    if "level" in f.columns and f["level"].notna().any():
-        parts.append("model level" if (f["level"] == "model").all() else "mean over the layer inputs")
-    for col in ("dtype", "memory_format"):
-        if col in f.columns and f[col].notna().any():
-            parts.append(str(f[col].dropna().iloc[0]))
-    return ", ".join(parts + ["eager"]) if parts else "mean over its settings"
-
-
-def latency_metric(rows: pd.DataFrame) -> str | None:
-    """The efficiency metric to plot: a latency, preferring forward-only and median ones."""
-    names = sorted({str(m) for m in rows["metric"].dropna() if "latency" in str(m).lower()})
-    if not names:
-        return None
-
-    def score(name):
-        n = name.lower()
-        return ("backward" in n or "train" in n, "median" not in n, "forward" not in n, n)
-
-    return sorted(names, key=score)[0]
-
-
-def latency_vs_accuracy(efficiency: pd.DataFrame, accuracy: pd.DataFrame):
-    metric = latency_metric(efficiency) if len(efficiency) else None
-    if metric is None or accuracy.empty:
-        return {}, metric, ""
-    lat = _latency_rows(efficiency)
-    lat = lat[lat["metric"] == metric]
-    for col in ("pass", "direction", "mode"):
-        if col in lat and (lat[col] == "forward").any():
-            lat = lat[lat[col] == "forward"]
-            break
-    unit = ", ".join(sorted({str(u) for u in lat["unit"].dropna() if str(u)}))
-    latency = lat.groupby("pool")["value"].mean()
-    top1 = accuracy[accuracy["metric"] == "top1_error"].groupby("pool")["value"].mean()
-    points = {str(p): (float(latency[p]), 100.0 - float(top1[p])) for p in latency.index
-              if p in top1.index and np.isfinite(latency[p]) and np.isfinite(top1[p])}
-    return points, metric, unit
 
 
 # --- any other suite -----------------------------------------------------------------------
@@ -555,9 +282,3 @@ RENDERERS = {
     "segmentation": segmentation_section,
     "efficiency": efficiency_section,
 }
-
-
-def _count(frame: pd.DataFrame, column: str, noun: str) -> str:
-    """"15 corruptions", "1 corruption"."""
-    n = int(frame[column].nunique()) if len(frame) and column in frame else 0
-    return f"{n} {noun}{'' if n == 1 else 's'}"

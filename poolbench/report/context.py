@@ -1,0 +1,127 @@
+"""What every report section shares: the rows of a build, grouping, the suites' own views,
+and rendering a wide table with its legend."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..store import ROW_COLUMNS
+from ..suites import get_suite
+from .markdown import Document, code_span
+from .tables import REFERENCE_MARK, sort_pools, to_markdown
+
+
+@dataclass
+class ReportContext:
+    rows: pd.DataFrame                 # every row without an error
+    out: Path
+    references: dict[str, str]         # suite -> reference pool (robustness, perturbation)
+    baseline: str                      # the pool marked in the other tables
+    styles: dict = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+
+    def suite(self, name: str) -> pd.DataFrame:
+        """The rows of one suite, without the protocol columns only other suites use."""
+        sub = self.rows[self.rows["suite"] == name]
+        unused = [c for c in sub.columns if c not in ROW_COLUMNS and sub[c].isna().all()]
+        return sub.drop(columns=unused)
+
+    def figure(self, doc: Document, name: str, draw, alt: str, caption: str | None = None) -> None:
+        """Draw ``draw(path)`` into ``fig-<name>.png`` and link it."""
+        filename = f"fig-{name}.png"
+        draw(self.out / filename)
+        self.figures.append(filename)
+        doc.figure(filename, alt, caption)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+
+
+def groups(frame: pd.DataFrame) -> list[tuple[str | None, str, pd.DataFrame]]:
+    """[(heading or None when there is one group, file-name suffix, rows)] per (model, dataset)."""
+    keys = frame[["model", "dataset"]].astype(str)
+    pairs = sorted(set(map(tuple, keys.to_numpy())))
+    if len(pairs) <= 1:
+        return [(None, "", frame)]
+    out = []
+    for model, dataset in pairs:
+        mask = (keys["model"] == model) & (keys["dataset"] == dataset)
+        out.append((f"{model} on {dataset}", f"-{slug(model)}-{slug(dataset)}", frame[mask]))
+    return out
+
+
+def ints_text(values) -> str:
+    vals = sorted({int(v) for v in pd.Series(values).dropna()})
+    return ", ".join(map(str, vals)) if vals else "n/a"
+
+
+def describe(frame: pd.DataFrame) -> str:
+    models = ", ".join(sorted({str(m) for m in frame["model"].dropna()})) or "n/a"
+    datasets = ", ".join(sorted({str(d) for d in frame["dataset"].dropna()})) or "n/a"
+    return f"Backbone {code_span(models)} on {code_span(datasets)}; seeds {ints_text(frame['seed'])} (mean over seeds)."
+
+
+def suite_table(name: str, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
+    """The suite's own wide view of ``frame``; ``options`` (the suite's option keys) narrow it."""
+    suite = get_suite(name)
+    return suite.table(frame, suite.options(options or {}))
+
+
+def generic_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """pool x "metric [unit]", mean over everything else (for suites without a view)."""
+    f = frame[frame["value"].notna()].copy()
+    if f.empty:
+        return pd.DataFrame()
+    unit = f["unit"].fillna("").astype(str) if "unit" in f else ""
+    f["column"] = f["metric"].astype(str) + np.where(unit != "", " " + unit, "")
+    wide = f.pivot_table(index="pool", columns="column", values="value", aggfunc="mean")
+    wide = wide[sorted(wide.columns)]
+    wide.columns.name = None
+    return wide
+
+
+def ordered(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in sorted pool order (tables indexed by pool), column index names dropped."""
+    if table.empty:
+        return table
+    if table.index.name in (None, "pool"):
+        table = table.loc[sort_pools(table.index)]
+    table.columns.name = None
+    return table
+
+
+def legend(table: pd.DataFrame, reference: str | None, what: str = "reference pool",
+           along: str = "columns") -> str:
+    bold = "best per column" if along == "columns" else "best per row"
+    text = f"Bold: {bold} (lower is better for errors, CE/FR, times; higher for accuracy and consistency)."
+    names = table.index if along == "columns" else table.columns
+    if reference is not None and reference in [str(n) for n in names]:
+        text += f" {REFERENCE_MARK} {code_span(reference)}: {what}."
+    return text
+
+
+def render(doc: Document, table: pd.DataFrame, reference: str | None, *, what: str = "reference pool",
+           along: str = "columns", index_name: str = "pool", how: str | None = "auto") -> None:
+    if table.empty:
+        return
+    empty = [c for c in table.columns if pd.to_numeric(table[c], errors="coerce").isna().all()]
+    if along == "columns" and empty and len(empty) < len(table.columns):
+        table = table.drop(columns=empty)
+    note = legend(table, reference, what, along)
+    if along == "columns" and empty:
+        note += (" Left out, undefined for every pool: " + ", ".join(map(str, empty)) + ".")
+    doc.table(to_markdown(table, reference=reference, along=along, index_name=index_name, how=how),
+              note)
+
+
+def count_of(frame: pd.DataFrame, column: str, noun: str) -> str:
+    """"15 corruptions", "1 corruption"."""
+    n = int(frame[column].nunique()) if len(frame) and column in frame else 0
+    return f"{n} {noun}{'' if n == 1 else 's'}"
