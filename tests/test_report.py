@@ -329,7 +329,7 @@ def test_one_table_and_figure_set_per_model_and_dataset(tmp_path):
 def test_efficiency_tables_per_input_ratio_matrices_and_model_level_latency(tmp_path):
     """One table per measured input, the ratio matrices with the lowest ratio per setting in
     bold, and the latency-vs-accuracy points taken from the model level (fp32, eager)."""
-    from poolbench.report.sections import latency_vs_accuracy
+    from poolbench.report.efficiency import latency_vs_accuracy
 
     root = tmp_path / "results"
     store = ResultStore(root)

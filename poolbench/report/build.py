@@ -51,6 +51,7 @@ def build_report(results: str, out: str, *, title: str | None = None,
 
     commands = read_commands(results_path)
     refs = {s: _canonical(reference or recorded_reference(frame, s)) for s in NORMALISED_SUITES}
+    refs["efficiency"] = recorded_reference(frame, "efficiency", "baseline")
     errors = frame["error"].fillna("").astype(str) != ""
     good = frame[~errors]      # (metric "error" is also robustness's error per corruption)
     ctx = ReportContext(rows=good, out=out_path, references=refs,
@@ -173,16 +174,16 @@ def _commands(doc: Document, commands: list[str]) -> None:
     doc.code(commands, "console")
 
 
-def recorded_reference(frame: pd.DataFrame, suite: str) -> str:
-    """The reference the latest run of ``suite`` normalised by, as its rows record it
-    (``max`` for rows written before runs recorded one)."""
+def recorded_reference(frame: pd.DataFrame, suite: str, column: str = "reference") -> str:
+    """The reference (or efficiency ``baseline``) the latest run of ``suite`` normalised by,
+    as its rows record it (``max`` for rows written before runs recorded one)."""
     rows = frame[frame["suite"] == suite]
-    if "reference" not in rows.columns or rows["reference"].isna().all():
+    if column not in rows.columns or rows[column].isna().all():
         return DEFAULT_REFERENCE
-    rows = rows[rows["reference"].notna()]
+    rows = rows[rows[column].notna()]
     if "time" in rows.columns:
         rows = rows.sort_values("time", kind="mergesort")
-    return str(rows["reference"].iloc[-1])
+    return str(rows[column].iloc[-1])
 
 
 def _canonical(spec: str) -> str:

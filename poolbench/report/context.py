@@ -19,7 +19,7 @@ from .tables import REFERENCE_MARK, sort_pools, to_markdown
 class ReportContext:
     rows: pd.DataFrame                 # every row without an error
     out: Path
-    references: dict[str, str]         # suite -> reference pool (robustness, perturbation)
+    references: dict[str, str]         # suite -> the pool its rows are normalised by (from the rows)
     baseline: str                      # the pool marked in the other tables
     styles: dict = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)

@@ -16,12 +16,13 @@ from .tables import sort_pools
 
 def efficiency_section(doc: Document, ctx: ReportContext) -> None:
     rows = ctx.suite("efficiency")
+    baseline = ctx.references["efficiency"]    # the pool the ratios divide by, from the rows
     targets = _efficiency_targets(rows)
     if not targets:
         table = generic_table(rows)
         doc.note("These efficiency rows carry no level/shape columns: mean per pool and metric "
                  "over all recorded settings.")
-        render(doc, ordered(table), ctx.baseline, what="baseline")
+        render(doc, ordered(table), baseline, what="baseline")
     for level, shape in targets:
         setting = "model" if level == "model" else shape
         try:
@@ -32,7 +33,7 @@ def efficiency_section(doc: Document, ctx: ReportContext) -> None:
         _, _, dtype, fmt = table_setting(EFFICIENCY.options({"table_setting": setting}), rows)
         where = f"model level ({_model_name(rows)}, input {shape})" if level == "model" else f"layer level, input {shape}"
         doc.heading(f"{where[0].upper()}{where[1:]}, {dtype}, {fmt}", 3)
-        render(doc, ordered(table), ctx.baseline, what="baseline")
+        render(doc, ordered(table), baseline, what="baseline")
     for metric, what in (("latency_fwd_ratio", "forward"), ("latency_fwdbwd_ratio", "forward+backward")):
         ratios = _ratio_matrix(rows, metric)
         if ratios.empty:
@@ -40,13 +41,13 @@ def efficiency_section(doc: Document, ctx: ReportContext) -> None:
         doc.para(f"{what[0].upper()}{what[1:]} latency / the baseline's, every setting (median "
                  "over the repeats, timed round-robin with the baseline in the same cell, eager; "
                  "rows: input, dtype, memory format):")
-        render(doc, ratios, ctx.baseline, what="baseline", along="rows", index_name="setting", how="min")
+        render(doc, ratios, baseline, what="baseline", along="rows", index_name="setting", how="min")
         name = "fwd" if metric == "latency_fwd_ratio" else "fwdbwd"
         ctx.figure(doc, f"latency-ratios-{name}", lambda p, r=ratios, w=what: plots.ratio_heatmap(
-            r, p, title=f"{w[0].upper()}{w[1:]} latency / {ctx.baseline} (same cell)",
-            colorbar_label=f"ratio to {ctx.baseline} (log scale)"),
+            r, p, title=f"{w[0].upper()}{w[1:]} latency / {baseline} (same cell)",
+            colorbar_label=f"ratio to {baseline} (log scale)"),
             f"{what} latency ratios", f"The table above as a heat map: blue faster than "
-            f"{ctx.baseline}, red slower, log colour scale.")
+            f"{baseline}, red slower, log colour scale.")
     if targets:
         doc.para("Notes: " + " ".join(f"({i}) {n}." for i, n in
                                       enumerate(EFFICIENCY.notes(EFFICIENCY.options({}))[1:], start=1)))
