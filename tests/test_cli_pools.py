@@ -1,24 +1,44 @@
+"""`poolbench pools` and the command line itself. Most tests call the CLI in this process; the
+ones that need a fresh interpreter (plugin discovery reads the environment once per process)
+run `python -m poolbench.cli` in a subprocess and are marked slow."""
 import json
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 
 import pytest
+
+from poolbench.cli import main
 
 BUILTINS = {"max", "avg", "skip", "blur", "mixed", "gated", "gauss", "spectral", "wavelet",
             "dpp", "s3", "lift"}
 
 
 def run_cli(*args, env=None):
+    """A fresh `python -m poolbench.cli` process (~1.5 s): only where the environment matters."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "poolbench.cli", *args], capture_output=True,
                           text=True, env=full_env, timeout=120)
 
 
-def test_pools_json_lists_builtins_with_measured_counts():
-    proc = run_cli("pools", "--json")
-    assert proc.returncode == 0, proc.stderr
-    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+@pytest.fixture
+def cli(capsys):
+    """The CLI in this process: (exit code, stdout, stderr)."""
+
+    def _run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+def test_pools_json_lists_builtins_with_measured_counts(cli):
+    code, out, err = cli("pools", "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
     assert BUILTINS <= set(rows)
     for r in rows.values():
         assert set(r) == {"name", "paper", "year", "params", "buffers", "stochastic",
@@ -30,16 +50,17 @@ def test_pools_json_lists_builtins_with_measured_counts():
     assert rows["s3"]["stochastic"]
 
 
-def test_pools_table_and_broken_plugin(tmp_path):
-    broken = tmp_path / "broken.py"
+def test_pools_table_and_broken_plugin(cli, tmp_path):
+    broken = tmp_path / "broken_cli_plugin.py"
     broken.write_text("raise ImportError('needs a missing library')\n")
-    proc = run_cli("pools", "--plugin", str(broken))
-    assert proc.returncode == 0, proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if "broken" in l and "needs a missing library" in l)
+    code, out, err = cli("pools", "--plugin", str(broken))
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if "broken_cli_plugin" in l and "needs a missing library" in l)
     assert "ImportError" in line
-    assert "| max " in proc.stdout
+    assert "| max " in out
 
 
+@pytest.mark.slow  # a subprocess
 def test_plugins_from_environment(tmp_path):
     plugin = tmp_path / "envplug.py"
     plugin.write_text("from torch import nn\nfrom poolbench import register_pool\n"
@@ -50,29 +71,56 @@ def test_plugins_from_environment(tmp_path):
     assert row["source"] == f"file:{plugin}"
 
 
-def test_missing_plugin_is_one_line_usage_error():
-    proc = run_cli("pools", "--plugin", "missing.py")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0
-    assert "missing.py" in proc.stderr and "not found" in proc.stderr
+def test_missing_plugin_is_one_line_usage_error(cli):
+    code, out, err = cli("pools", "--plugin", "missing.py")
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0
+    assert "missing.py" in err and "not found" in err
 
 
-def test_unknown_command_and_bad_option():
+def test_unknown_command_and_bad_option(cli):
+    code, _, err = cli("poolz")
+    assert code == 2 and err.strip().count("\n") == 0 and "poolz" in err
+    code, _, err = cli("pools", "--channels", "many")
+    assert code == 2 and "--channels" in err
+
+
+def test_version_and_help(cli):
+    import poolbench
+
+    code, out, _ = cli("--version")
+    assert code == 0 and "poolbench" in out and poolbench.__version__ in out
+    code, out, _ = cli("pools", "-h")
+    assert code == 0 and "--json" in out
+
+
+@pytest.mark.slow  # a subprocess
+def test_module_entry_point_runs():
+    proc = run_cli("pools", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert BUILTINS <= {r["name"] for r in json.loads(proc.stdout)}
     proc = run_cli("poolz")
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    proc = run_cli("pools", "--channels", "many")
-    assert proc.returncode == 2 and "--channels" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("poolbench: error: ")
 
 
-def test_version_and_help():
-    proc = run_cli("--version")
-    assert proc.returncode == 0 and "poolbench" in proc.stdout
-    proc = run_cli("pools", "-h")
-    assert proc.returncode == 0 and "--json" in proc.stdout
+@pytest.mark.slow  # two subprocesses
+def test_disable_plugins_env(tmp_path):
+    installed = {ep.name for ep in entry_points(group="poolbench.pools")}
+    if not installed:
+        pytest.skip("no entry-point plugin installed (pip install -e ./registry/softpool)")
+    env = {"POOLBENCH_DISABLE_PLUGINS": "", "POOLBENCH_PLUGINS": ""}
+    proc = run_cli("pools", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    found = {r["name"]: r["source"] for r in json.loads(proc.stdout)}
+    assert installed <= set(found) and all(found[n] != "built-in" for n in installed)
 
-
-def test_disable_plugins_env():
-    proc = run_cli("pools", "--json", env={"POOLBENCH_DISABLE_PLUGINS": "1"})
-    assert proc.returncode == 0
-    sources = {r["source"] for r in json.loads(proc.stdout)}
-    assert sources == {"built-in"}
+    plugin = tmp_path / "still_loaded.py"
+    plugin.write_text("from torch import nn\nfrom poolbench import register_pool\n"
+                      "@register_pool('still_loaded')\ndef make(channels):\n    return nn.AvgPool2d(2)\n")
+    proc = run_cli("pools", "--json", env={"POOLBENCH_DISABLE_PLUGINS": "1",
+                                           "POOLBENCH_PLUGINS": str(plugin)})
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r["source"] for r in json.loads(proc.stdout)}
+    assert not installed & set(rows)                     # entry points are not discovered
+    assert rows.pop("still_loaded") == f"file:{plugin}"  # plugins named explicitly still load
+    assert set(rows.values()) == {"built-in"}

@@ -88,12 +88,13 @@ def test_bad_inputs_are_usage_errors():
         K.corrupt_images(_images(1), "fog", 1, -1)
 
 
-def test_generated_set_is_cached_atomically_and_reused(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: processes
+def test_generated_set_is_cached_atomically_and_reused(tmp_path, monkeypatch, capsys, workers):
     imgs, labels = _images(5), np.arange(5)
     kw = dict(dataset="unit", subset="test", chunk_size=2)
-    # two worker processes, chunks of 2 images
+    # in this process, or in two worker processes; chunks of 2 images
     cs = K.generate_corrupted_set(imgs, labels, ["fog", "shot_noise"], [1, 4], seed=3,
-                                  cache_dir=tmp_path, workers=2, progress=True, **kw)
+                                  cache_dir=tmp_path, workers=workers, progress=True, **kw)
     assert "corrupting unit/test" in capsys.readouterr().err  # tqdm on stderr
     assert set(cs) == {("fog", 1), ("fog", 4), ("shot_noise", 1), ("shot_noise", 4)}
     np.testing.assert_array_equal(cs.labels, labels)

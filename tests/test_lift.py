@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import poolbench
 from poolbench import auxiliary_loss, get_pool, get_spec
 from poolbench.errors import PoolOptionError
 from poolbench.pools.lift import (
@@ -582,7 +581,11 @@ def test_contract_kit(spec):
 
 
 def test_forward_is_tensor_to_tensor():
-    pool = _pool().train()
-    y = pool(torch.randn(1, 4, 4, 4, dtype=torch.float64))
-    assert isinstance(y, torch.Tensor)
-    assert poolbench.auxiliary_loss is auxiliary_loss
+    """forward returns the pooled map alone (a plain tensor, not down()'s (map, state) pair)."""
+    pool = _randomize(_pool(), seed=12)
+    x = torch.randn(1, 4, 4, 4, dtype=torch.float64)
+    for train in (True, False):
+        pool.train(train)
+        y = pool(x)
+        assert type(y) is torch.Tensor and y.shape == (1, 4, 2, 2)
+        torch.testing.assert_close(y, pool.down(x)[0], rtol=0, atol=0)

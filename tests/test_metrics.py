@@ -77,11 +77,21 @@ def test_corruption_error_and_mce_against_alexnet_by_hand():
     assert list(ces) == list(M.BENCHMARK_CORRUPTIONS) and ces["fog"] == pytest.approx(0.5)
 
 
-def test_mce_is_100_for_a_model_that_is_its_own_reference():
-    assert M.mce(M.ALEXNET_ERR, M.ALEXNET_ERR) == pytest.approx(100.0)
-    errors = _made_up_errors()
-    assert M.mce(errors, errors) == pytest.approx(100.0)
-    assert M.mce(errors, errors, corruptions=M.ALL_CORRUPTIONS) == pytest.approx(100.0)
+def test_mce_averages_the_ratio_to_the_reference_over_the_chosen_corruptions():
+    # the i-th benchmark corruption (i = 1..15) at i/20 of AlexNet's errors: CE = i/20;
+    # the 4 extra ones at 0.9 of AlexNet's: CE = 0.9
+    errors = {c: tuple((i + 1) / 20 * e for e in M.ALEXNET_ERR[c])
+              for i, c in enumerate(M.BENCHMARK_CORRUPTIONS)}
+    errors.update({c: tuple(0.9 * e for e in M.ALEXNET_ERR[c]) for c in M.EXTRA_CORRUPTIONS})
+    # the 15: 100 * (1 + 2 + ... + 15) / 20 / 15 = 100 * 6 / 15 = 40
+    assert M.mce(errors, M.ALEXNET_ERR) == pytest.approx(40.0)
+    # all 19: 100 * (6 + 4 * 0.9) / 19 = 100 * 9.6 / 19 = 50.526316
+    assert M.mce(errors, M.ALEXNET_ERR, corruptions=M.ALL_CORRUPTIONS) == \
+        pytest.approx(50.526316, abs=1e-6)
+    # a subset: (CE 1/20 + CE 15/20) / 2 = 0.4 -> 40; (CE 2/20 + CE 0.9) / 2 = 0.5 -> 50
+    first, second, last = (M.BENCHMARK_CORRUPTIONS[k] for k in (0, 1, -1))
+    assert M.mce(errors, M.ALEXNET_ERR, corruptions=(first, last)) == pytest.approx(40.0)
+    assert M.mce(errors, M.ALEXNET_ERR, corruptions=(second, "saturate")) == pytest.approx(50.0)
 
 
 def test_relative_mce_by_hand():
@@ -91,9 +101,15 @@ def test_relative_mce_by_hand():
     # relative CE = 1.5 / 1.92272 = 0.78014479 -> x100 = 78.014479
     got = M.relative_mce(errors, 0.2, M.ALEXNET_ERR, M.ALEXNET_CLEAN_ERR, corruptions=("fog",))
     assert got == pytest.approx(78.014479, abs=1e-5)
-    # own reference -> 100
-    e = _made_up_errors()
-    assert M.relative_mce(e, 0.1, e, 0.1) == pytest.approx(100.0)
+    # another reference, two corruptions, clean errors 0.2 (model) and 0.3 (reference):
+    #   fog:  (2.5 - 1.0) / (2.5 - 1.5) = 1.5;  snow: (1.5 - 1.0) / (2.0 - 1.5) = 1.0
+    #   relative mCE = 100 * (1.5 + 1.0) / 2 = 125
+    errors = {"fog": (0.3, 0.4, 0.5, 0.6, 0.7), "snow": (0.3,) * 5}
+    ref = {"fog": (0.5,) * 5, "snow": (0.4,) * 5}
+    both = ("fog", "snow")
+    assert M.relative_mce(errors, 0.2, ref, 0.3, corruptions=both) == pytest.approx(125.0)
+    # plain mCE of the same errors ignores the clean errors: 100 * (2.5/2.5 + 1.5/2.0) / 2 = 87.5
+    assert M.mce(errors, ref, corruptions=both) == pytest.approx(87.5)
 
 
 def test_unnormalized_mce_averages_the_15_not_the_19():

@@ -99,10 +99,11 @@ def test_determinism_per_seed_and_index_based_seeding():
                                   P.perturb_sequences(imgs, "gaussian_noise", seed=1))
 
 
-def test_generated_set_cached_in_worker_processes(tmp_path):
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: processes
+def test_generated_set_is_cached(tmp_path, workers):
     imgs = _images(3)
     ps = P.generate_perturbed_set(imgs, np.arange(3), ["translate", "shot_noise"], seed=4,
-                                  cache_dir=tmp_path, dataset="unit", subset="val", workers=2,
+                                  cache_dir=tmp_path, dataset="unit", subset="val", workers=workers,
                                   chunk_size=1, progress=False)
     assert ps.schedule == "cifar" and ps.noise("shot_noise") and not ps.noise("translate")
     path = ps.path(("shot_noise", "cifar"))

@@ -13,7 +13,6 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .. import metrics
