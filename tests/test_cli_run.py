@@ -45,6 +45,7 @@ def one_error_line(err: str) -> str:
 
 # --- accuracy -------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # trains
 def test_accuracy_prints_a_table_and_writes_rows(run, tmp_path):
     code, out, err = run("accuracy", "--pool", "max", "--pool", "avg")
     assert code == 0, err
@@ -56,6 +57,7 @@ def test_accuracy_prints_a_table_and_writes_rows(run, tmp_path):
     assert "accuracy: 2 cells" in err
 
 
+@pytest.mark.slow  # trains
 def test_rerun_comes_from_the_store_with_identical_json(run):
     code, first, err = run("accuracy", "--pool", "max", "--pool", "avg", "--json")
     assert code == 0, err
@@ -66,6 +68,7 @@ def test_rerun_comes_from_the_store_with_identical_json(run):
     assert {(r["pool"], r["metric"]) for r in a} >= {("max", "top1_error"), ("avg", "top1_error")}
 
 
+@pytest.mark.slow  # trains
 def test_json_prints_only_json_on_stdout(run):
     code, out, err = run("accuracy", "--pool", "avg", "--json")
     assert code == 0, err
@@ -92,6 +95,7 @@ def test_user_errors_exit_2_with_one_line(run, tmp_path, args, needle):
     assert not (tmp_path / "results" / args[0]).exists()  # nothing ran
 
 
+@pytest.mark.slow  # trains
 def test_checkpoint_of_another_model_is_one_line_usage_error(run, tmp_path):
     code, out, _ = run("accuracy", "--pool", "max", "--json")
     assert code == 0
@@ -117,6 +121,7 @@ def nan_pool():
     registry.unregister_pool("test_cli_nan")
 
 
+@pytest.mark.slow  # trains
 def test_diverged_training_reports_one_clear_line(run, nan_pool):
     code, out, err = run("accuracy", "--pool", nan_pool)
     lines = [ln for ln in err.splitlines() if ln.startswith("poolbench:")]
@@ -124,6 +129,7 @@ def test_diverged_training_reports_one_clear_line(run, nan_pool):
     assert "lower --lr" in lines[0] and "Traceback" not in err and "Warning" not in err
 
 
+@pytest.mark.slow  # trains
 def test_diverged_training_exits_1(run, nan_pool):
     code, _, _ = run("accuracy", "--pool", nan_pool)
     assert code == 1
@@ -131,6 +137,7 @@ def test_diverged_training_exits_1(run, nan_pool):
 
 # --- robustness, perturbation, shift ---------------------------------------------------------------
 
+@pytest.mark.slow  # trains
 def test_robustness_mce_against_max(run):
     args = ["robustness", "--pool", "avg", "--subset", "32", "--corruptions", "gaussian_noise,fog",
             "--severities", "1,3"]
@@ -138,7 +145,6 @@ def test_robustness_mce_against_max(run):
     assert code == 0, err
     rows = table(out)
     assert set(rows) == {"avg", "max"}  # the reference is added and trained on the same images
-    assert float(rows["max"]["mCE"]) == 100.0
     assert {"CE gauss", "CE fog", "clean err %"} <= set(rows["avg"])
 
     code, out, err = run(*args, "--json")
@@ -147,31 +153,34 @@ def test_robustness_mce_against_max(run):
     errors = {(r["pool"], r["corruption"], r["severity"]): r["value"] for r in data if r["metric"] == "error"}
     assert {(c, s) for _, c, s in errors} == {("gaussian_noise", 1), ("gaussian_noise", 3), ("fog", 1), ("fog", 3)}
     assert all(r["n"] == 32 for r in data if r["metric"] in ("error", "clean_error"))
+    assert {r["reference"] for r in data} == {"max"}  # the view option is in every row
     ce = [sum(errors["avg", c, s] for s in (1, 3)) / sum(errors["max", c, s] for s in (1, 3))
           for c in ("gaussian_noise", "fog")]
     assert float(rows["avg"]["mCE"]) == pytest.approx(100 * np.mean(ce), abs=0.006)
     assert float(rows["avg"]["CE fog"]) == pytest.approx(100 * ce[1], abs=0.006)
 
 
+@pytest.mark.slow  # trains
 def test_perturbation_mfr_against_max(run):
     args = ["perturbation", "--pool", "avg", "--subset", "32", "--perturbations", "translate,gaussian_noise"]
     code, out, err = run(*args)
     assert code == 0, err
     rows = table(out)
     assert set(rows) == {"avg", "max"}
-    assert float(rows["max"]["mFR"]) == 100.0 and float(rows["max"]["mT5D"]) == 100.0
 
     code, out, _ = run(*args, "--json")
     data = json.loads(out)
     fp = {(r["pool"], r["perturbation"]): r["value"] for r in data if r["metric"] == "flip_probability"}
     assert {p for _, p in fp} == {"translate", "gaussian_noise"}
     assert all(0 <= v <= 1 for v in fp.values())
+    assert {r["reference"] for r in data} == {"max"}
     used = [p for p in ("translate", "gaussian_noise") if fp["max", p] > 0]
-    if used:
-        expected = 100 * np.mean([fp["avg", p] / fp["max", p] for p in used])
-        assert float(rows["avg"]["mFR"]) == pytest.approx(expected, abs=0.006)
+    assert used, "the reference never flipped: mFR is undefined on these sequences"
+    expected = 100 * np.mean([fp["avg", p] / fp["max", p] for p in used])
+    assert float(rows["avg"]["mFR"]) == pytest.approx(expected, abs=0.006)
 
 
+@pytest.mark.slow  # trains
 def test_shift_consistency(run):
     code, out, err = run("shift", "--pool", "avg", "--subset", "32", "--passes", "2", "--max-shift", "2")
     assert code == 0, err

@@ -68,6 +68,7 @@ def count_cells(monkeypatch):
     return calls
 
 
+@pytest.mark.slow  # trains
 def test_rerun_recomputes_only_the_deleted_cell(tmp_path, fresh_cache, count_training, count_cells):
     ctx = RunContext(results=str(tmp_path / "results"), progress=False)
     cells = cells_for(["max", "avg"])
@@ -94,6 +95,7 @@ def test_rerun_recomputes_only_the_deleted_cell(tmp_path, fresh_cache, count_tra
     assert [r["pool"] for r in third.rows] == [r["pool"] for r in first.rows]  # cell order kept
 
 
+@pytest.mark.slow  # trains
 def test_interrupted_run_keeps_finished_cells(tmp_path, count_cells, monkeypatch):
     ctx = RunContext(results=str(tmp_path), progress=False)
     cells = cells_for(["max", "avg"])
@@ -120,6 +122,7 @@ def test_interrupted_run_keeps_finished_cells(tmp_path, count_cells, monkeypatch
     assert {r["pool"] for r in report.rows} == {"max", "avg"}
 
 
+@pytest.mark.slow  # trains
 def test_rows_carry_provenance(tmp_path):
     report = run_cells("accuracy", cells_for(["max"]), RunContext(results=str(tmp_path), progress=False),
                        log=quiet)
@@ -130,6 +133,7 @@ def test_rows_carry_provenance(tmp_path):
     assert stored["cell"]["train"]["pool"] == "max" and stored["rows"] == report.rows
 
 
+@pytest.mark.slow  # trains
 def test_explicit_checkpoint_gets_its_own_cell(tmp_path):
     ctx = RunContext(results=str(tmp_path), progress=False)
     cells = cells_for(["max"])
@@ -181,6 +185,7 @@ def plugin_file(tmp_path):
     registry._loaded_plugins.discard(str(path.resolve()))
 
 
+@pytest.mark.slow  # spawns worker processes
 def test_process_executor_matches_sequential(tmp_path, monkeypatch, plugin_file):
     pools = ["max", "test_plugin_halfmax"]  # a --plugin pool must exist in the workers too
     cells = cells_for(pools)
@@ -201,6 +206,7 @@ def test_process_executor_matches_sequential(tmp_path, monkeypatch, plugin_file)
     assert (again.computed, again.skipped) == (0, 2)
 
 
+@pytest.mark.slow  # submits jobs
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
                     reason="submitit not installed (pip install 'poolbench[slurm]')")
 def test_slurm_executor_with_submitit_local(tmp_path):
@@ -219,6 +225,7 @@ def test_slurm_executor_with_submitit_local(tmp_path):
     assert (again.computed, again.skipped) == (0, 2)
 
 
+@pytest.mark.slow  # trains
 def test_all_processes_list_the_store_before_anyone_writes(tmp_path, monkeypatch):
     """Under torchrun rank 0 writes while the others may still be listing: a barrier between."""
     seen = []
