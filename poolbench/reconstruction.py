@@ -31,9 +31,10 @@ reconstruction of the crop, in the image's layout; PSNR compares it with that cr
 from __future__ import annotations
 
 import numpy as np
+import skimage.data
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .metrics import psnr
 from .models.segnet import BilinearUp, resolve_variant
 from .registry import get_pool
@@ -45,10 +46,6 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def load_sample_image(name: str, gray: bool = False) -> np.ndarray:
     """A scikit-image sample image as float64 in [0, 1]: (H, W) grayscale or (H, W, 3) RGB."""
-    try:
-        import skimage.data
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UsageError("reconstruction needs scikit-image: pip install scikit-image") from exc
     loader = getattr(skimage.data, str(name), None)
     if name not in SAMPLE_IMAGES and not callable(loader):
         raise UsageError(f"unknown sample image {name!r}; choose one of {', '.join(SAMPLE_IMAGES)} "
@@ -56,7 +53,8 @@ def load_sample_image(name: str, gray: bool = False) -> np.ndarray:
     try:
         image = np.asarray(loader())
     except Exception as exc:
-        raise UsageError(f"scikit-image could not load sample image {name!r}: {exc}") from exc
+        raise UsageError(f"scikit-image could not load sample image {name!r} ({one_line(exc)}); "
+                         f"choose one of {', '.join(SAMPLE_IMAGES)}") from exc
     image = _as_float(image)
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]

@@ -1,8 +1,11 @@
 """Training: seeded SGD recipes, auxiliary pooling losses, checkpoint cache, torchrun/DDP.
 
-A checkpoint is cached under the hash of its TrainConfig, so every suite reuses one trained
-model per (pool, model, dataset, training options, seed). Under torchrun the model trains with
-DistributedDataParallel across the processes; rank 0 alone writes checkpoints and results.
+One loop trains every model poolbench trains; a :class:`Task` says what differs between kinds
+of model (how the model is built, its task loss, how a run is named): ``CLASSIFICATION`` here,
+the SegNet's in ``poolbench.segmentation``. A checkpoint is cached under the hash of its
+TrainConfig, so every suite reuses one trained model per (pool, model, dataset, training
+options, seed). Under torchrun the model trains with DistributedDataParallel across the
+processes; rank 0 alone writes checkpoints and results.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +24,16 @@ from tqdm.auto import tqdm
 
 from .auxiliary import auxiliary_loss
 from .config import TrainConfig, cache_dir
+from .data import load_dataset
 from .errors import PoolbenchError, UsageError, one_line
+from .models import create_model
 from .pools.base import no_weight_decay_parameters
 from .process import barrier, dist_info, file_lock, memory_format_for, seed_everything
 from .store import atomic_write_text, config_hash
+
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
 
 
 class TrainingDiverged(PoolbenchError):
@@ -52,7 +62,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                                nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.optimizer == "adamw":  # decoupled weight decay; momentum/nesterov do not apply
         return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise UsageError(f"unknown optimizer {cfg.optimizer!r}; choose sgd or adamw")
+    raise UsageError(f"unknown optimizer {cfg.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
 
 
 def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
@@ -67,7 +77,7 @@ def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
         return cfg.lr * cfg.gamma ** sum(epoch_float >= m for m in cfg.milestones)
     if cfg.schedule == "constant":
         return cfg.lr
-    raise UsageError(f"unknown schedule {cfg.schedule!r}; use cosine, step or constant")
+    raise UsageError(f"unknown schedule {cfg.schedule!r}; use {', '.join(SCHEDULES[:-1])} or {SCHEDULES[-1]}")
 
 
 def checkpoint_path(cfg: TrainConfig) -> Path:
@@ -75,15 +85,12 @@ def checkpoint_path(cfg: TrainConfig) -> Path:
 
 
 def build_model(cfg: TrainConfig, bundle) -> nn.Module:
-    from .models import create_model
-
+    """The untrained classifier of ``cfg`` (its weights drawn from the global torch RNG)."""
     return create_model(cfg.model, bundle.num_classes, pool=cfg.pool, policy=cfg.policy,
                         mean=bundle.mean, std=bundle.std)
 
 
 def load_bundle(cfg: TrainConfig, data_root: str | None = None):
-    from .data import load_dataset
-
     name = cfg.dataset
     if name == "imagefolder":
         if not data_root:
@@ -93,14 +100,42 @@ def load_bundle(cfg: TrainConfig, data_root: str | None = None):
                         test_size=cfg.test_size)
 
 
+# --- what is trained ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Task:
+    """What differs between the kinds of model the training loop trains.
+
+    ``build(cfg, bundle)`` makes the untrained model (also the one a checkpoint is loaded into);
+    ``loss(logits, targets, cfg)`` is the task loss (the pools' auxiliary losses are added to it);
+    ``describe(cfg)`` names a run in progress bars and errors.
+    """
+
+    build: Callable[[TrainConfig, Any], nn.Module]
+    loss: Callable[[torch.Tensor, torch.Tensor, TrainConfig], torch.Tensor]
+    describe: Callable[[TrainConfig], str]
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+
+
+CLASSIFICATION = Task(build=build_model, loss=classification_loss,
+                      describe=lambda cfg: f"{cfg.pool} on {cfg.model}")
+
+
 # --- training ---------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-          workers: int = 0) -> TrainResult:
-    """Train one model from scratch with the recipe in ``cfg``; deterministic for a seed."""
+          workers: int = 0, task: Task = CLASSIFICATION) -> TrainResult:
+    """Train one ``task`` model from scratch with the recipe in ``cfg``; deterministic for a seed.
+
+    The RNG is used in a fixed order (seed, model init, optimizer, data order), so a seed gives
+    the same weights on the same machine; under torchrun the processes train one model with DDP.
+    """
     rank, world = dist_info()
     seed_everything(cfg.seed)
-    model = build_model(cfg, bundle).to(device)
+    model = task.build(cfg, bundle).to(device)
     fmt = memory_format_for(device)
     model = model.to(memory_format=fmt)
     optimizer = build_optimizer(model, cfg)
@@ -121,13 +156,15 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
                                              generator=generator, num_workers=workers, drop_last=True)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
-        raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of {cfg.batch_size}")
+        raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of "
+                         f"{cfg.batch_size}; lower --batch-size or raise --train-size")
 
+    name = task.describe(cfg)
     net.train()
     seen, start = 0, time.perf_counter()
     task_loss = aux_terms = None
     bar = tqdm(total=cfg.epochs * steps_per_epoch, disable=not progress or rank != 0,
-               desc=f"train {cfg.pool} ({cfg.model})", unit="it", leave=False, mininterval=1.0)
+               desc=f"train {name}", unit="it", leave=False, mininterval=1.0)
     for epoch in range(cfg.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -138,7 +175,7 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
             images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
             labels = labels.to(device, non_blocking=True)
             logits = net(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+            loss = task.loss(logits, labels, cfg)
             aux, terms = auxiliary_loss(model)
             total = loss + aux
             bad = not bool(torch.isfinite(total.detach()))
@@ -149,7 +186,7 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
             if bad:
                 bar.close()
                 raise TrainingDiverged(
-                    f"training {cfg.pool} on {cfg.model} diverged at epoch {epoch + 1} step {step + 1} "
+                    f"training {name} diverged at epoch {epoch + 1} step {step + 1} "
                     f"(loss {float(total.detach())}); lower --lr or check the operator"
                 )
             optimizer.zero_grad(set_to_none=True)
@@ -172,7 +209,7 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
             broken = ["(on another process)"]
     if broken:
         raise TrainingDiverged(
-            f"training {cfg.pool} on {cfg.model} diverged: {len(broken)} weight tensors are not finite "
+            f"training {name} diverged: {len(broken)} weight tensors are not finite "
             f"after the last step (e.g. {broken[0]}); lower --lr or check the operator"
         )
     model.eval()
@@ -188,14 +225,10 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
 
 
 def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-                      checkpoint: str | None = None, build=None, train_fn=None) -> TrainResult:
-    """The model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained and cached.
-
-    ``build(cfg, bundle)`` makes the untrained model a checkpoint is loaded into and
-    ``train_fn(cfg, bundle, device, progress)`` trains one (defaults: the classification
-    ``build_model`` and ``train``; the segmentation suite passes its SegNet's)."""
-    build = build or build_model
-    train_fn = train_fn or train
+                      checkpoint: str | None = None, task: Task = CLASSIFICATION) -> TrainResult:
+    """The ``task`` model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained
+    (by :func:`train`) and cached under the hash of ``cfg``."""
+    build = task.build
     if checkpoint:
         return _load_checkpoint(Path(checkpoint), cfg, bundle, device, explicit=True, build=build)
     path = checkpoint_path(cfg)
@@ -203,7 +236,7 @@ def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: b
     if world > 1:
         if path.is_file():
             return _load_checkpoint(path, cfg, bundle, device, build=build)
-        result = train_fn(cfg, bundle, device, progress)
+        result = train(cfg, bundle, device, progress, task=task)
         if rank == 0:
             _save_checkpoint(path, cfg, result)
         barrier()
@@ -213,7 +246,7 @@ def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: b
     with file_lock(path):
         if path.is_file():
             return _load_checkpoint(path, cfg, bundle, device, build=build)
-        result = train_fn(cfg, bundle, device, progress)
+        result = train(cfg, bundle, device, progress, task=task)
         _save_checkpoint(path, cfg, result)
     result.info["from_cache"] = False
     result.info["checkpoint"] = str(path)
@@ -231,7 +264,7 @@ def _save_checkpoint(path: Path, cfg: TrainConfig, result: TrainResult) -> None:
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit: bool = False,
-                     build=None) -> TrainResult:
+                     build: Callable[[TrainConfig, Any], nn.Module] = build_model) -> TrainResult:
     if not path.is_file():
         raise UsageError(f"checkpoint {path} not found; pass an existing file to --checkpoint")
     fix = "pass the --model/--pool it was trained with" if explicit else "delete it and run again"
@@ -250,7 +283,7 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
         if differs:
             raise UsageError(f"checkpoint {path} was trained with {', '.join(differs)}; {fix}")
     state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
-    model = (build or build_model)(cfg, bundle)
+    model = build(cfg, bundle)
     try:
         if not isinstance(state, dict):
             raise TypeError(f"holds a {type(state).__name__}, not a state_dict")

@@ -42,3 +42,24 @@ def test_torchrun_two_processes_write_each_cell_once(tmp_path):
     assert len(list((cache / "checkpoints").glob("*.pt"))) == 2
     # rank 0 alone logged the command
     assert len((results / "commands.log").read_text().splitlines()) == 1
+
+
+def test_torchrun_trains_one_segnet_across_two_processes(tmp_path):
+    """The SegNet trains in the same loop as the classifiers: DDP under torchrun, rank 0 writes."""
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
+           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "poolbench.cli", "run", "segmentation", "--variants", "max_unpool", "--no-reconstruction",
+           "--train-size", "32", "--test-size", "8", "--epochs", "1", "--batch-size", "8", "--seed", "0",
+           "--results", str(results), "--no-progress", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = json.loads(proc.stdout)  # one JSON document: rank 1 prints nothing
+    assert {r["up_pool"] for r in printed} == {"max_unpool"} and {r["seed"] for r in printed} == {0}
+    assert all(r["world_size"] == 2 and r["error"] == "" for r in printed)
+    files = list((results / "segmentation").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".json"
+    (info,) = [json.loads(p.read_text())["info"] for p in (cache / "checkpoints").glob("*.json")]
+    assert info["world_size"] == 2 and info["epochs"] == 1
+    assert len(list((cache / "checkpoints").glob("*.pt"))) == 1

@@ -1,21 +1,33 @@
 """SegNet with paired down/up-pooling, reconstruction PSNR, and the segmentation suite."""
+import dataclasses
 import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 import poolbench
+from poolbench import registry
 from poolbench.config import TrainConfig
 from poolbench.errors import UsageError
 from poolbench.models.segnet import DEFAULT_WIDTHS, VARIANTS, create_segnet, resolve_variant, segnet_widths
 from poolbench.reconstruction import load_sample_image, reconstruct, reconstruction_psnr
 from poolbench.runner import RunContext
-from poolbench.suites.segmentation import SUITE, variants_for
+from poolbench.segmentation import SEGNET, load_segmentation_data
+from poolbench.suites.base import train_config_of
+from poolbench.suites.segmentation import SEG_DEFAULTS, SUITE, SegmentationOptions, variants_for
+from poolbench.train import TrainingDiverged, train
 
 HAS_LIFT = "lift" in poolbench.list_pools()
+TINY_RECIPE = {"train_size": 16, "test_size": 8, "epochs": 1, "batch_size": 8}
 needs_lift = pytest.mark.skipif(not HAS_LIFT, reason="poolbench/pools/lift.py not registered yet")
+
+
+def cells(train_configs, **options):
+    return SUITE.cells(train_configs, SUITE.options(options))
 
 
 def _variants():
@@ -160,24 +172,22 @@ def test_sample_images_load():
 # --- the suite --------------------------------------------------------------------------------
 
 def test_cells_are_json_and_cover_variants_and_reconstruction():
-    cells = SUITE.cells([TrainConfig(pool="max", seed=3)], {"variants": "all", "epochs": 2})
-    json.dumps(cells)
-    train = [c for c in cells if c["kind"] == "train"]
-    rec = [c for c in cells if c["kind"] == "reconstruction"]
+    made = cells([TrainConfig(pool="max", seed=3)], variants="all", epochs=2)
+    json.dumps(made)
+    trained = [c for c in made if c["kind"] == "train"]
+    rec = [c for c in made if c["kind"] == "reconstruction"]
     expect = ["max_unpool", "max_unpool_blur", "lift", "bilinear"] if HAS_LIFT else None
     if expect:
-        assert [c["variant"] for c in train] == expect
-    assert {c["train"]["model"] for c in train} == {"segnet"}
-    assert {c["train"]["dataset"] for c in train} == {"shapes-seg"}
-    assert {c["train"]["seed"] for c in train} == {3} and {c["train"]["epochs"] for c in train} == {2}
+        assert [c["variant"] for c in trained] == expect
+    assert {c["train"]["model"] for c in trained} == {"segnet"}
+    assert {c["train"]["dataset"] for c in trained} == {"shapes-seg"}
+    assert {c["train"]["seed"] for c in trained} == {3} and {c["train"]["epochs"] for c in trained} == {2}
     assert "bilinear_avg" in [c["method"] for c in rec]
     # bilinear and max_unpool share the pool "max" but not the checkpoint (policy differs)
-    bil = next(c for c in train if c["variant"] == "bilinear")["train"]
-    mx = next(c for c in train if c["variant"] == "max_unpool")["train"]
+    bil = next(c for c in trained if c["variant"] == "bilinear")["train"]
+    mx = next(c for c in trained if c["variant"] == "max_unpool")["train"]
     assert bil["pool"] == mx["pool"] == "max" and bil["policy"] != mx["policy"]
-    with pytest.raises(UsageError, match="unknown segmentation options"):
-        SUITE.cells([TrainConfig()], {"epoch": 1})
-    wide = SUITE.cells([TrainConfig()], {"variants": "max", "widths": [32, 64, 128], "reconstruction": False})
+    wide = cells([TrainConfig()], variants="max", widths=[32, 64, 128], reconstruction=False)
     assert [c["train"]["model"] for c in wide] == ["segnet-32-64-128"]    # its own checkpoint hash
     assert segnet_widths("segnet-32-64-128") == (32, 64, 128) and segnet_widths("segnet") == DEFAULT_WIDTHS
     with pytest.raises(UsageError, match="unknown segmentation model"):
@@ -185,15 +195,15 @@ def test_cells_are_json_and_cover_variants_and_reconstruction():
 
 
 def test_seeds_option_makes_one_cell_per_variant_and_seed():
-    cells = SUITE.cells([TrainConfig(pool="max")], {"variants": "max_unpool", "seeds": [0, 1, 2],
-                                                    "reconstruction": False})
-    assert [c["train"]["seed"] for c in cells] == [0, 1, 2]
-    assert {c["train"]["warmup_epochs"] for c in cells} == {2}     # the recipe default
+    made = cells([TrainConfig(pool="max")], variants="max_unpool", seeds=[0, 1, 2], reconstruction=False)
+    assert [c["train"]["seed"] for c in made] == [0, 1, 2]
+    assert {c["train"]["warmup_epochs"] for c in made} == {2}     # the recipe default
+    # without the option the seeds are those of the training configs
+    made = cells([TrainConfig(pool="max", seed=s) for s in (4, 5)], variants="max_unpool", reconstruction=False)
+    assert [c["train"]["seed"] for c in made] == [4, 5]
 
 
 def test_table_gives_the_mean_and_spread_over_seeds():
-    import pandas as pd
-
     rows = [{"pool": "max", "up_pool": "max_unpool", "metric": "miou", "value": v, "seed": s}
             for s, v in enumerate((40.0, 70.0, 100.0))]
     rows.append({"pool": "lift:bands=LL", "up_pool": "lift", "metric": "miou", "value": 55.0, "seed": 0})
@@ -218,22 +228,21 @@ def test_reconstruction_cell_rows():
 
 @needs_lift
 def test_reconstruction_cell_uses_the_cells_pool_options():
-    cells = SUITE.cells([TrainConfig(pool="lift:kernel_size=3")], {"images": "camera", "dtypes": "float64"})
-    rec = [c for c in cells if c["kind"] == "reconstruction"]
+    made = cells([TrainConfig(pool="lift:kernel_size=3")], images="camera", dtypes="float64")
+    rec = [c for c in made if c["kind"] == "reconstruction"]
     assert [(c["method"], c["pool"]) for c in rec] == [("lift", "lift:bands=LL,kernel_size=3")]
     rows = SUITE.run_cell(rec[0], RunContext(progress=False))
     assert rows[0]["pool"] == "lift:bands=LL,kernel_size=3" and rows[0]["value"] > 200
 
 
+@pytest.mark.slow
 def test_train_cell_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
     variant = "lift" if HAS_LIFT else "max_unpool"
-    cells = SUITE.cells([TrainConfig(pool="max")], {
-        "variants": variant, "train_size": 16, "test_size": 8, "epochs": 1, "batch_size": 8,
-        "reconstruction": False})
-    assert len(cells) == 1
+    made = cells([TrainConfig(pool="max")], variants=variant, reconstruction=False, **TINY_RECIPE)
+    assert len(made) == 1
     ctx = RunContext(results=str(tmp_path / "results"), progress=False)
-    rows = SUITE.run_cell(cells[0], ctx)
+    rows = SUITE.run_cell(made[0], ctx)
     by = {r["metric"]: r for r in rows if r["metric"] != "iou"}
     assert 0 <= by["miou"]["value"] <= 100 and 0 <= by["pixel_accuracy"]["value"] <= 100
     assert by["miou"]["model"] == "segnet" and by["miou"]["dataset"] == "shapes-seg"
@@ -243,22 +252,125 @@ def test_train_cell_end_to_end(tmp_path, monkeypatch):
         assert {"final_lift_u", "final_lift_p"} <= set(by)
     ckpts = list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
     assert len(ckpts) == 1
-    again = SUITE.run_cell(cells[0], ctx)           # from the checkpoint cache, same numbers
+    again = SUITE.run_cell(made[0], ctx)            # from the checkpoint cache, same numbers
     assert [r["value"] for r in again if r["metric"] == "miou"] == [by["miou"]["value"]]
     json.dumps(rows)
-    table = SUITE.table(__import__("pandas").DataFrame(rows))
+    table = SUITE.table(pd.DataFrame(rows))
     assert list(table.index) == [variant] and "mIoU %" in table.columns
 
 
-def test_training_is_deterministic_for_a_seed():
-    from poolbench.suites.segmentation import load_segmentation_data, train_segnet
+def _tiny_cfg(variant: str = "max_unpool_blur", **recipe) -> TrainConfig:
+    made = cells([TrainConfig(pool="max")], variants=variant, reconstruction=False, **{**TINY_RECIPE, **recipe})
+    return train_config_of(made[0])
 
-    cfg = SUITE.train_config(SUITE.cells([TrainConfig(pool="max")], {
-        "variants": "max_unpool_blur", "train_size": 16, "test_size": 8, "epochs": 1, "batch_size": 8,
-        "reconstruction": False})[0])
-    bundle = load_segmentation_data(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size)
-    a = train_segnet(cfg, bundle, progress=False)
-    b = train_segnet(cfg, bundle, progress=False)
+
+def _bundle(cfg):
+    return load_segmentation_data(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size)
+
+
+@pytest.mark.slow
+def test_training_is_deterministic_for_a_seed():
+    cfg = _tiny_cfg()
+    bundle = _bundle(cfg)
+    a = train(cfg, bundle, progress=False, task=SEGNET)
+    b = train(cfg, bundle, progress=False, task=SEGNET)
     assert a.info["final_task_loss"] == b.info["final_task_loss"]
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.info["world_size"] == 1 and a.info["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_segnet_weights_blown_up_by_the_last_step_raise():
+    # one step at an infinite learning rate: the loss seen is finite, the update leaves
+    # non-finite weights (batch norm keeps a SegNet's loss finite at any finite lr)
+    cfg = dataclasses.replace(_tiny_cfg("max_unpool", train_size=8, warmup_epochs=0, schedule="constant"),
+                              lr=math.inf)
+    with pytest.raises(TrainingDiverged, match=r"training segnet with max \(paired\) diverged: .* not finite "
+                                               r"after the last step .*lower --lr"):
+        train(cfg, _bundle(cfg), progress=False, task=SEGNET)
+
+
+class _NaNPool(nn.Module):
+    """Max pooling whose output turns NaN (an invertible down/up pair for the SegNet)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.inner = registry.get_pool("max", channels)
+
+    def forward(self, x):
+        return self.down(x)[0]
+
+    def down(self, x):
+        y, state = self.inner.down(x)
+        return y * float("nan"), state
+
+    def up(self, y, state):
+        return self.inner.up(y, state)
+
+
+@pytest.mark.slow
+def test_segnet_nan_loss_is_an_error_row(tmp_path):
+    before = set(registry.list_pools())
+    spec = dataclasses.replace(registry.get_spec("max"), name="test_seg_nan", factory=_NaNPool,
+                               source="test")
+    registry.register_spec(spec)
+    try:
+        cell = cells([TrainConfig(pool="test_seg_nan")], reconstruction=False, **TINY_RECIPE)[0]
+        ctx = RunContext(results=str(tmp_path), progress=False)
+        with pytest.raises(TrainingDiverged, match="diverged at epoch 1 step 1"):
+            SUITE.run_cell(cell, ctx)
+        row = SUITE.error_row(cell, ctx, "training diverged")
+        assert row["metric"] == "error" and row["pool"] == "test_seg_nan" and row["up_pool"] == "test_seg_nan"
+    finally:
+        for name in set(registry.list_pools()) - before:
+            registry.unregister_pool(name)
+
+
+# --- options ----------------------------------------------------------------------------------
+
+def test_unknown_option_names_the_accepted_keys():
+    with pytest.raises(UsageError) as info:
+        SUITE.options({"epoch": 1})
+    msg = str(info.value)
+    assert "\n" not in msg and "unknown segmentation option epoch" in msg
+    assert all(k in msg for k in (*SEG_DEFAULTS, "variants", "widths", "images", "seeds", "dtypes"))
+
+
+def test_options_are_typed_and_normalised():
+    o = SUITE.options({"epochs": "3", "lr": 1, "nesterov": "false", "seeds": "0,2", "widths": "32/64",
+                       "variants": "bilinear,max:up=unpool_blur,blur_size=5", "images": ["camera"],
+                       "dtypes": "float64", "dataset": "shapes_seg", "train_size": None})
+    assert (o.epochs, o.lr, o.nesterov, o.seeds, o.widths) == (3, 1.0, False, (0, 2), (32, 64))
+    assert o.variants == ("bilinear", "max:up=unpool_blur,blur_size=5")
+    assert (o.images, o.dtypes, o.dataset, o.train_size) == (("camera",), ("float64",), "shapes-seg", 2000)
+    assert SUITE.options({}) == SegmentationOptions() and SegmentationOptions().recipe == SEG_DEFAULTS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.epochs = 1
+
+
+@pytest.mark.parametrize("values,match", [
+    ({"epochs": 1.5}, "option 'epochs' must be int"),
+    ({"epochs": 0}, "epochs must be >= 1"),
+    ({"widths": "16,x"}, r"widths must be a list of positive integers"),
+    ({"widths": [16, 0]}, r"widths must be a list of positive integers"),
+    ({"variants": "nosuchpool"}, "unknown pool"),
+    ({"dtypes": "float16"}, "unknown segmentation dtype 'float16'"),
+    ({"optimizer": "adam"}, "choose sgd or adamw"),
+    ({"schedule": "poly"}, "unknown segmentation schedule"),
+    ({"levels": 0}, "levels must be >= 1"),
+])
+def test_bad_options_fail_in_one_line(values, match):
+    with pytest.raises(UsageError, match=match) as info:
+        SUITE.options(values)
+    assert "\n" not in str(info.value)
+
+
+def test_no_named_pool_runs_all_four_variants_below_the_preset():
+    assert SUITE.pool_defaults(()) == {"variants": "all"}
+    assert SUITE.pool_defaults(("lift",)) == {}
+
+
+def test_notes_state_the_uncertainty():
+    notes = SUITE.notes(SUITE.options({"seeds": [0, 1, 2]}))
+    assert any("over 3 training seeds" in n and "sample standard deviation" in n for n in notes)

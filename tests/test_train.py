@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolbench import registry, train
-from poolbench.config import TrainConfig, train_config
+from poolbench.auxiliary import auxiliary_loss
+from poolbench.config import TrainConfig, seeds_of, train_config
 from poolbench.errors import UsageError
+from poolbench.evaluate import predict
 from poolbench.runner import RunContext, run_cells
 from poolbench.suites import get_suite
-from poolbench.train import TrainingDiverged, get_trained_model, load_bundle, lr_at
+from poolbench.train import CLASSIFICATION, Task, TrainingDiverged, get_trained_model, load_bundle, lr_at
 
 TINY = TrainConfig(pool="max", train_size=256, test_size=64, epochs=1, batch_size=64)
 
@@ -63,6 +65,7 @@ def _state(model):
 
 # --- determinism --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_logits(bundle):
     a = train.train(TINY, bundle, progress=False)
     b = train.train(TINY, bundle, progress=False)
@@ -70,7 +73,7 @@ def test_same_seed_gives_identical_weights_and_logits(bundle):
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     images = torch.stack([bundle.test[i][0] for i in range(16)])
-    assert torch.equal(train.predict(a.model, images), train.predict(b.model, images))
+    assert torch.equal(predict(a.model, images), predict(b.model, images))
     assert a.info["final_task_loss"] == b.info["final_task_loss"]
     other = dataclasses.replace(TINY, seed=1)
     sc = _state(train.train(other, load_bundle(other), progress=False).model)
@@ -105,6 +108,7 @@ def test_unknown_schedule_is_usage_error():
         lr_at(TrainConfig(schedule="poly"), 0.5)
 
 
+@pytest.mark.slow
 def test_training_applies_the_schedule(bundle, monkeypatch):
     seen = []
     real = train.lr_at
@@ -148,22 +152,26 @@ def test_adamw_keeps_the_groups_and_unknown_optimizer_is_usage_error(bundle):
 
 # --- divergence -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_nan_loss_raises_training_diverged(bundle, scratch_pools):
     registry.register_pool("test_nan")(lambda channels: NaNPool())
     with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1 step 1 .*lower --lr"):
         train.train(dataclasses.replace(TINY, pool="test_nan"), bundle, progress=False)
 
 
+@pytest.mark.slow
 def test_weights_blown_up_by_the_last_step_raise(bundle):
     # lr 1e6: every loss seen is finite, but the last update leaves non-finite weights
     with pytest.raises(TrainingDiverged, match="not finite"):
         train.train(dataclasses.replace(TINY, lr=1e6), bundle, progress=False)
 
 
+@pytest.mark.slow
 def test_divergence_through_the_runner_is_an_error_row(tmp_path, scratch_pools):
     registry.register_pool("test_nan")(lambda channels: NaNPool())
     cfg = train_config({"train": TINY.to_dict()}, "test_nan", 0)
-    cells = get_suite("accuracy").cells([cfg], {})
+    suite = get_suite("accuracy")
+    cells = suite.cells([cfg], suite.options({}))
     ctx = RunContext(results=str(tmp_path), progress=False)
     report = run_cells("accuracy", cells, ctx, log=lambda m: None)
     assert report.failed == 1 and report.computed == 1
@@ -176,8 +184,23 @@ def test_divergence_through_the_runner_is_an_error_row(tmp_path, scratch_pools):
     assert again.computed == 1 and again.skipped == 0 and again.failed == 1
 
 
+@pytest.mark.slow
+def test_the_loop_takes_its_model_loss_and_name_from_the_task(bundle):
+    seen = []
+
+    def loss(logits, labels, cfg):
+        seen.append(tuple(logits.shape))
+        return CLASSIFICATION.loss(logits, labels, cfg) * float("nan")
+
+    task = Task(build=train.build_model, loss=loss, describe=lambda cfg: f"probe {cfg.pool}")
+    with pytest.raises(TrainingDiverged, match=r"^training probe max diverged at epoch 1 step 1"):
+        train.train(TINY, bundle, progress=False, task=task)
+    assert seen == [(TINY.batch_size, bundle.num_classes)]
+
+
 # --- checkpoint cache -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_second_call_loads_from_cache_with_weights_only(bundle, monkeypatch):
     cfg = dataclasses.replace(TINY, seed=5)
     first = get_trained_model(cfg, bundle, progress=False)
@@ -196,7 +219,7 @@ def test_second_call_loads_from_cache_with_weights_only(bundle, monkeypatch):
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
     assert second.info["final_task_loss"] == first.info["final_task_loss"]
     images = torch.stack([bundle.test[i][0] for i in range(8)])
-    assert torch.equal(train.predict(first.model, images), train.predict(second.model, images))
+    assert torch.equal(predict(first.model, images), predict(second.model, images))
 
 
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path, bundle):
@@ -207,6 +230,7 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path, bundle):
     assert "weights-only" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_explicit_checkpoint_for_another_pool_is_one_line_usage_error(tmp_path, bundle):
     trained = get_trained_model(TINY, bundle, progress=False)  # the max model (cached)
     with pytest.raises(UsageError) as info:
@@ -226,6 +250,7 @@ def test_explicit_state_dict_that_does_not_fit_is_one_line_usage_error(tmp_path,
     assert "\n" not in msg and "does not fit convnet with pool max" in msg and "t_lambda" in msg
 
 
+@pytest.mark.slow
 def test_explicit_checkpoint_loads(tmp_path, bundle):
     trained = get_trained_model(TINY, bundle, progress=False)
     loaded = get_trained_model(TINY, bundle, progress=False, checkpoint=trained.info["checkpoint"])
@@ -241,6 +266,7 @@ def test_missing_checkpoint_is_usage_error(tmp_path, bundle):
 
 # --- auxiliary losses -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_auxiliary_terms_are_logged_and_trained(tmp_path, bundle, scratch_pools):
     registry.register_pool("test_aux")(lambda channels: AuxPool())
     cfg = dataclasses.replace(TINY, pool="test_aux")
@@ -251,15 +277,17 @@ def test_auxiliary_terms_are_logged_and_trained(tmp_path, bundle, scratch_pools)
     assert n_pools >= 1 and terms["aux_energy"] > 0  # unweighted, summed over layers
     # eval-mode forwards contribute nothing
     result.model(torch.rand(2, 3, 32, 32))
-    assert train.auxiliary_loss(result.model)[1] == {}
+    assert auxiliary_loss(result.model)[1] == {}
     # and the term reaches the accuracy rows
-    cells = get_suite("accuracy").cells([train_config({"train": TINY.to_dict()}, "test_aux", 0)], {})
+    suite = get_suite("accuracy")
+    cells = suite.cells([train_config({"train": TINY.to_dict()}, "test_aux", 0)], suite.options({}))
     rows = run_cells("accuracy", cells, RunContext(results=str(tmp_path), progress=False),
                      log=lambda m: None).rows
     aux = [r for r in rows if r["metric"] == "final_aux_energy"]
     assert len(aux) == 1 and aux[0]["value"] == pytest.approx(terms["aux_energy"])
 
 
+@pytest.mark.slow
 def test_auxiliary_weight_enters_the_loss(bundle, scratch_pools, monkeypatch):
     registry.register_pool("test_aux")(lambda channels: AuxPool())
     totals = []
@@ -290,8 +318,6 @@ def test_integer_valued_floats_name_the_same_checkpoint():
 
 
 def test_seeds_from_preset():
-    from poolbench.config import seeds_of
-
     assert seeds_of({"train": {"seeds": [0, 1, 2]}}, None) == [0, 1, 2]
     assert seeds_of({"train": {"seeds": 3}}, None) == [3]
     assert seeds_of({"train": {"seeds": [0, 1]}}, 7) == [7]

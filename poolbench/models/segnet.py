@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from ..registry import format_spec, get_pool, get_spec, parse_spec
 from .normalize import Normalize
 
@@ -228,7 +228,8 @@ def _probe_channels(pool: nn.Module, channels: int) -> tuple[int, int]:
             y, state = pool.down(probe)
             x = pool.up(y, state)
     except Exception as exc:
-        raise UsageError(f"pool {type(pool).__name__} failed a down/up probe at {channels} channels: {exc}") from exc
+        raise UsageError(f"pool {type(pool).__name__} failed a down/up probe at {channels} channels "
+                         f"({one_line(exc, with_type=True)}); fix the operator or use upsample='bilinear'") from exc
     finally:
         pool.train(was_training)
     if tuple(x.shape[-2:]) != (4, 4):
