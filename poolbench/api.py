@@ -108,7 +108,7 @@ def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None 
         results=str(results or env_default("results", "results")), device=device, data_root=data_root,
         progress=progress, checkpoint=checkpoint, threads=threads, workers=workers,
         extra={"slurm": preset_data.get("slurm", {})},
-        checkpoint_pool=user_pools[0] if checkpoint else None,
+        checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if checkpoint else None,
         corruption_data=getattr(opts, "corruption_data", None),
         perturbation_data=getattr(opts, "perturbation_data", None),
     )

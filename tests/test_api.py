@@ -32,6 +32,7 @@ def cells_of(monkeypatch, tmp_path):
 
     def _cells(suite, **kwargs):
         result = poolbench.run(suite, results=str(tmp_path / "results"), **kwargs)
+        _cells.ctx = seen["ctx"]
         return seen["cells"], result
 
     return _cells
@@ -193,3 +194,13 @@ def test_a_preset_reference_avg_gives_a_report_normalised_by_avg(tmp_path, capsy
     report = build_report(str(results), str(tmp_path / "report"), illustrations=False).read_text()
     assert "CE and mCE normalised by `avg`" in report
     assert "normalised by `max`" not in report
+
+
+def test_a_segmentation_checkpoint_replaces_the_variants_segnet(cells_of):
+    # regression: --pool lift --checkpoint was matched against "lift", but the SegNet's
+    # down-pool is "lift:bands=LL", so the file was silently ignored and a model trained
+    cells, _ = cells_of("segmentation", pools=["lift"], seed=0, checkpoint="segnet.pt")
+    train = [c for c in cells if c.get("kind") == "train"]
+    assert train and {c["train"]["pool"] for c in train} == {"lift:bands=LL"}
+    assert {cells_of.ctx.checkpoint_for(c) for c in train} == {"segnet.pt"}
+    assert {cells_of.ctx.checkpoint_for(c) for c in cells if c.get("kind") != "train"} == {None}

@@ -113,6 +113,10 @@ class Suite(abc.ABC):
         """Option defaults that depend on whether the user named pools (below the preset)."""
         return {}
 
+    def checkpoint_pool(self, pool: str) -> str:
+        """The pool of the cells whose model a ``--checkpoint`` trained with ``pool`` replaces."""
+        return pool
+
     def extra_pools(self, options) -> tuple[str, ...]:
         """Pools the run needs beside the user's (a reference measured on the same images)."""
         return ()

@@ -181,6 +181,10 @@ class SegmentationSuite(Suite):
     name = "segmentation"
     Options = SegmentationOptions
 
+    def checkpoint_pool(self, pool: str) -> str:
+        # a SegNet's down-pool is the variant's (``lift`` -> ``lift:bands=LL``)
+        return resolve_variant(pool).pool
+
     def pool_defaults(self, named_pools: tuple[str, ...]) -> dict:
         """All four default variants when the user names no pool (else the pools' own)."""
         return {} if named_pools else {"variants": "all"}
