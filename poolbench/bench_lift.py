@@ -7,9 +7,7 @@ parameter) of ``lift`` (fast path), ``lift:impl=reference`` and ``max`` on the S
 one run, with the thread count set explicitly. The callables are timed round-robin (one call of
 each in turn, repeated), so that a load change on a shared machine hits all of them alike;
 medians and minima are reported, and the ratios fast/reference and lift/max of both.
-
-The timing helpers (``time_callable``, ``time_interleaved``, ``TimingStats``) are reusable by
-the efficiency suite.
+The timing is ``poolbench.measure``'s (``time_interleaved``), as in the efficiency suite.
 """
 from __future__ import annotations
 
@@ -17,91 +15,17 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
-import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from .auxiliary import auxiliary_loss
+from .measure import CLOCKS, time_interleaved
+from .registry import get_pool
+
 DEFAULT_SHAPES = ("32x64x56x56", "32x256x14x14")
 DEFAULT_POOLS = ("lift", "lift:impl=reference", "max")
-
-
-@dataclass
-class TimingStats:
-    """Wall-clock statistics of repeated calls, in seconds."""
-
-    times: list[float] = field(repr=False)
-
-    @property
-    def n(self) -> int:
-        return len(self.times)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-    @property
-    def min(self) -> float:
-        return min(self.times)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.times)
-
-    @property
-    def iqr(self) -> float:
-        if self.n < 4:
-            return 0.0
-        q = statistics.quantiles(self.times, n=4)
-        return q[2] - q[0]
-
-    def summary(self) -> dict:
-        return {"n": self.n, "median_s": self.median, "min_s": self.min, "mean_s": self.mean,
-                "iqr_s": self.iqr}
-
-
-def time_callable(fn: Callable[[], object], repeats: int = 20, warmup: int = 3,
-                  min_time: float = 0.0, clock: str = "wall") -> TimingStats:
-    """Call ``fn`` ``warmup`` times, then time ``repeats`` calls (or more, until ``min_time``
-    seconds have been spent) with time.perf_counter. CPU work is synchronous; on CUDA the
-    caller's ``fn`` must synchronise."""
-    return time_interleaved({"fn": fn}, repeats=repeats, warmup=warmup, min_time=min_time,
-                            clock=clock)["fn"]
-
-
-CLOCKS = {
-    # wall-clock time: what a user waits for; inflated when other processes share the cores
-    "wall": time.perf_counter,
-    # CPU time of the calling thread: with torch.set_num_threads(1) every op runs on it, so
-    # this is the work done, robust to preemption by other processes on a shared machine
-    "thread": time.thread_time,
-    # CPU time of the whole process (all intra-op threads summed)
-    "process": time.process_time,
-}
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3,
-                     min_time: float = 0.0, clock: str = "wall") -> dict[str, TimingStats]:
-    """Time several callables round-robin: each round calls every one once, in order, so a
-    change of load on the machine affects all alike (the way to compare them in one run).
-    ``clock`` is "wall", "thread" (CPU time of this thread) or "process" (see CLOCKS)."""
-    now = CLOCKS[clock]
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < repeats or (time.perf_counter() - start) < min_time:
-        for name, fn in fns.items():
-            t0 = now()
-            fn()
-            times[name].append(now() - t0)
-        rounds += 1
-    return {k: TimingStats(v) for k, v in times.items()}
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
@@ -115,9 +39,6 @@ def make_cases(shape, layout: str, pools=DEFAULT_POOLS, dtype=torch.float32, see
     """Callables (forward and forward+backward) of each pool on one shared input.
 
     Returns {(pool, pass): fn}. All LiftPool variants get the same weights."""
-    from .auxiliary import auxiliary_loss
-    from .registry import get_pool
-
     n, c, h, w = shape
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=dtype)

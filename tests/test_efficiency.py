@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import poolbench.measure.bench
 from poolbench.config import TrainConfig
 from poolbench.errors import UsageError
-from poolbench.flops import count_flops, module_flops, op_flops
+from poolbench.measure import TensorMemoryTracker, count_flops, module_flops, op_flops
 from poolbench.registry import get_pool, list_pools, register_pool, unregister_pool
 from poolbench.runner import RunContext, run_cells
-from poolbench.suites.efficiency import SUITE, TensorMemoryTracker
+from poolbench.suites.efficiency import SUITE
 from poolbench.testing import count_parameters
 
 TINY = {"layer_shapes": ["2x8x8x8"], "repeats": 2, "warmup": 0, "model_batch": 2,
@@ -29,7 +30,7 @@ def configs(*pools):
 
 
 def run(tmp_path, pools, **options):
-    cells = SUITE.cells(configs(*pools), {**TINY, **options})
+    cells = SUITE.cells(configs(*pools), SUITE.options({**TINY, **options}))
     report = run_cells("efficiency", cells, RunContext(results=str(tmp_path / "res"), progress=False))
     return cells, pd.DataFrame(report.rows)
 
@@ -131,9 +132,8 @@ def test_every_builtin_pool_forward_is_fully_modelled(spec):
 # --- cells -------------------------------------------------------------------------------------
 
 def test_cells_one_per_target_dtype_format_with_every_pool_and_the_baseline():
-    cells = SUITE.cells(configs("lift", "blur"), {"layer_shapes": "32x64x56x56,32x256x14x14",
-                                                  "dtypes": "float32,bf16",
-                                                  "formats": "nchw,cl"})
+    cells = SUITE.cells(configs("lift", "blur"), SUITE.options({
+        "layer_shapes": "32x64x56x56,32x256x14x14", "dtypes": "float32,bf16", "formats": "nchw,cl"}))
     assert len(cells) == (2 + 1) * 2 * 2
     assert json.loads(json.dumps(cells)) == cells                  # JSON-able
     for cell in cells:
@@ -149,15 +149,41 @@ def test_cells_one_per_target_dtype_format_with_every_pool_and_the_baseline():
 
 
 def test_cells_options():
-    cells = SUITE.cells(configs("max"), {**TINY, "baseline": "avg", "compile": True,
-                                         "threads": 2, "levels": "layer"})
+    cells = SUITE.cells(configs("max"), SUITE.options({**TINY, "baseline": "avg", "compile": True,
+                                                       "threads": 2, "levels": "layer"}))
     assert [c["compiled"] for c in cells] == [False, True]
     assert all(c["pools"] == ["max", "avg"] and c["num_threads"] == 2 for c in cells)
     for bad in ({"dtypes": "float8"}, {"formats": "nhwcx"}, {"layer_shapes": "2x8x8"},
                 {"levels": "block"}, {"repeats": 0}, {"clock": "thread", "threads": 2},
                 {"baseline": "nosuchpool"}):
         with pytest.raises(UsageError):
-            SUITE.cells(configs("max"), {**TINY, **bad})
+            SUITE.options({**TINY, **bad})
+
+
+def test_options_normalised_as_the_cells_record_them():
+    opts = SUITE.options({"layer_shapes": [[2, 8, 8, 8], "4X3X5X5"], "dtypes": "bf16,fp32,bfloat16",
+                          "formats": ["NHWC", "contiguous"], "baseline": "lift:impl=fast",
+                          "levels": "Layer", "table_setting": "2X8X8X8"})
+    assert opts.layer_shapes == ("2x8x8x8", "4x3x5x5")
+    assert opts.dtypes == ("bfloat16", "float32") and opts.formats == ("channels_last", "nchw")
+    assert opts.levels == ("layer",) and opts.table_setting == "2x8x8x8"
+    assert opts.baseline == SUITE.options({"baseline": "lift:impl=fast"}).baseline
+    assert SUITE.options({}) == SUITE.Options()
+    assert SUITE.parallel is False
+
+
+def test_unknown_option_names_the_accepted_keys():
+    with pytest.raises(UsageError) as err:
+        SUITE.options({"repeat": 3})
+    message = str(err.value)
+    assert "\n" not in message and "repeat" in message
+    assert "accepted:" in message and "repeats" in message and "layer_shapes" in message
+
+
+def test_ill_typed_option_fails_in_one_line():
+    with pytest.raises(UsageError) as err:
+        SUITE.options({"repeats": "many"})
+    assert "\n" not in str(err.value) and "repeats" in str(err.value) and "many" in str(err.value)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -192,14 +218,15 @@ def test_rows_carry_protocol_columns_and_ratios(tmp_path):
     model = frame[frame["level"] == "model"]
     assert value(model, "lift", "params") > value(model, "max", "params")
     assert value(model, "max", "flops_counted") > 0
-    table = SUITE.table(frame, TINY)                                 # layer 2x8x8x8 by default
+    table = SUITE.table(frame, SUITE.options(TINY))                  # layer 2x8x8x8 by default
     assert {"params", "buffers", "MFLOPs", "fwd ms", "fwd+bwd ms", "fwd x max",
             "fwd+bwd x max", "fwd kept MB"} <= set(table.columns)
     assert list(table.index) == ["lift", "max", "avg"]
     assert table.loc["lift", "params"] == value(frame[frame["level"] == "layer"], "lift", "params")
-    model_table = SUITE.table(frame, {**TINY, "table_setting": "model"})
+    model_table = SUITE.table(frame, SUITE.options({**TINY, "table_setting": "model"}))
     assert model_table.loc["lift", "params"] == value(model, "lift", "params")
-    assert any("layer 2x8x8x8" in n for n in SUITE.notes(TINY))
+    assert any("layer 2x8x8x8" in n for n in SUITE.notes(SUITE.options(TINY)))
+    assert SUITE.table(frame, None).equals(SUITE.table(frame, SUITE.options({})))   # report time
 
 
 def test_memory_metric_positive_and_larger_for_lift_than_avg(tmp_path):
@@ -250,7 +277,7 @@ def test_compile_failure_is_an_error_row(tmp_path, monkeypatch):
         raise RuntimeError("no C++ compiler found\nlong traceback text")
 
     monkeypatch.setattr(torch, "compile", broken)
-    cells = [c for c in SUITE.cells(configs("avg"), {**TINY, "compile": True, "levels": "layer"})
+    cells = [c for c in SUITE.cells(configs("avg"), SUITE.options({**TINY, "compile": True, "levels": "layer"}))
              if c["compiled"]]
     report = run_cells("efficiency", cells, RunContext(results=str(tmp_path / "r"), progress=False))
     frame = pd.DataFrame(report.rows)
@@ -262,13 +289,11 @@ def test_compile_failure_is_an_error_row(tmp_path, monkeypatch):
 
 
 def test_a_crash_inside_a_cell_becomes_an_error_row(tmp_path, monkeypatch):
-    import poolbench.suites.efficiency as eff
-
     def boom(*args, **kwargs):
         raise RuntimeError("timer exploded\nmore")
 
-    monkeypatch.setattr(eff, "time_interleaved", boom)
-    cells = SUITE.cells(configs("avg"), {**TINY, "levels": "layer"})
+    monkeypatch.setattr(poolbench.measure.bench, "time_interleaved", boom)
+    cells = SUITE.cells(configs("avg"), SUITE.options({**TINY, "levels": "layer"}))
     report = run_cells("efficiency", cells, RunContext(results=str(tmp_path / "r"), progress=False))
     assert [(r["metric"], r["error"]) for r in report.rows] == [
         ("error", "cell failed: RuntimeError: timer exploded")]

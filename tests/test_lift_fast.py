@@ -10,14 +10,8 @@ import torch
 from torch.func import functional_call
 
 from poolbench import auxiliary_loss, get_pool
-from poolbench.bench_lift import (
-    format_table,
-    main as bench_main,
-    ratio_table,
-    run_benchmark,
-    time_callable,
-    time_interleaved,
-)
+from poolbench.bench_lift import format_table, main as bench_main, ratio_table, run_benchmark
+from poolbench.measure import time_callable, time_interleaved
 from poolbench.pools.lift import LiftDownPool1d
 
 
