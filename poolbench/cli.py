@@ -15,6 +15,7 @@ from .pool_table import pool_rows
 from .process import is_main_process
 from .registry import load_plugin
 from .report import build_report
+from .suites import get_suite
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -211,8 +212,8 @@ def run_all(ctx, **args):
                           ("perturbation", run_perturbation), ("shift", run_shift),
                           ("efficiency", run_efficiency), ("segmentation", run_segmentation)):
         click.echo(f"== {name}", err=True)
-        params = {k: v for k, v in args.items()}
-        if name == "efficiency":
+        params = dict(args)
+        if not get_suite(name).parallel:  # timed side by side: never spread over processes
             params["executor"] = "sequential"
         try:
             ctx.invoke(command, **params)
