@@ -1,5 +1,6 @@
 """Registry of pooling operators: built-ins, entry-point plugins and explicit plugin files.
 
+Spec strings are parsed and written by ``specs``; this module registers and looks up.
 A pooling operator is a factory ``(channels, **options) -> nn.Module`` registered with
 ``@register_pool(name, **metadata)``. Everywhere a pool is named (CLI and API) a spec string
 ``name:key=value,key=value`` is accepted.
@@ -24,6 +25,7 @@ from typing import Any, Callable
 from torch import nn
 
 from .errors import PluginError, PoolOptionError, UnknownPoolError, UsageError
+from .specs import format_spec, format_value, normalize_name, parse_spec
 
 ENTRY_POINT_GROUP = "poolbench.pools"
 BUILTIN_SOURCE = "built-in"
@@ -89,10 +91,6 @@ _LOCK = threading.RLock()
 _state = {"builtins": False, "entry_points": False, "env_plugins": False}
 _loaded_plugins: set[str] = set()
 _current_source: list[tuple[str, str]] = []  # stack of (source, version) while a plugin imports
-
-
-def normalize_name(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
 
 
 def _poolbench_version() -> str:
@@ -289,46 +287,6 @@ def plugin_failures() -> list[PluginFailure]:
 
 # --- lookup --------------------------------------------------------------------------------
 
-def _parse_value(text: str) -> Any:
-    low = text.strip().lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text.strip()
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"lift:bands=LL,kernel_size=7"`` -> ``("lift", {"bands": "LL", "kernel_size": 7})``."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise UsageError("a pool spec must be a non-empty string like 'max' or 'lift:kernel_size=7'")
-    name, _, rest = spec.partition(":")
-    options: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, value = part.partition("=")
-        if not eq or not key.strip():
-            raise PoolOptionError(
-                f"bad option {part!r} in pool spec {spec!r}; write name:key=value,key=value"
-            )
-        options[key.strip()] = _parse_value(value)
-    return normalize_name(name), options
-
-
-def format_spec(name: str, options: dict[str, Any] | None = None) -> str:
-    """Canonical spec string (options sorted), the inverse of parse_spec."""
-    if not options:
-        return normalize_name(name)
-    body = ",".join(f"{k}={_format_value(v)}" for k, v in sorted(options.items()))
-    return f"{normalize_name(name)}:{body}"
-
-
 def loaded_plugins() -> frozenset[str]:
     """The plugin files and modules loaded in this process (to load again in worker processes)."""
     return frozenset(_loaded_plugins)
@@ -339,12 +297,6 @@ def canonical_spec(spec: str) -> str:
     name, options = parse_spec(spec)
     get_spec(name)
     return format_spec(name, options)
-
-
-def _format_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return "none" if v is None else str(v)
 
 
 def get_spec(name: str) -> PoolSpec:
@@ -363,7 +315,7 @@ def get_spec(name: str) -> PoolSpec:
 
 def _check_options(spec: PoolSpec, options: dict[str, Any]) -> dict[str, Any]:
     accepted = spec.options
-    listing = ", ".join(f"{k}={_format_value(v)}" for k, v in accepted.items()) or "none"
+    listing = ", ".join(f"{k}={format_value(v)}" for k, v in accepted.items()) or "none"
     checked = {}
     for key, value in options.items():
         if key not in accepted:
@@ -385,7 +337,7 @@ def _check_options(spec: PoolSpec, options: dict[str, Any]) -> dict[str, Any]:
                 ok = True
             if not ok:
                 raise PoolOptionError(
-                    f"pool {spec.name!r} option {key}={_format_value(value)!s} should be "
+                    f"pool {spec.name!r} option {key}={format_value(value)!s} should be "
                     f"{type(default).__name__}; accepted options (defaults): {listing}"
                 )
         checked[key] = value
