@@ -109,8 +109,7 @@ def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None 
         progress=progress, checkpoint=checkpoint, threads=threads, workers=workers,
         extra={"slurm": preset_data.get("slurm", {})},
         checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if checkpoint else None,
-        corruption_data=getattr(opts, "corruption_data", None),
-        perturbation_data=getattr(opts, "perturbation_data", None),
+        **suite_obj.run_settings(opts),
     )
     cells = suite_obj.cells(configs, opts)
     if is_main_process():

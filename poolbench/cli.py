@@ -260,9 +260,8 @@ def main(argv=None) -> int:
         return 130
     except click.exceptions.ClickException as exc:  # click's own usage errors
         hint = ""
-        ctx = getattr(exc, "ctx", None)
-        if ctx is not None:
-            hint = f" (see `{ctx.command_path} -h`)"
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see `{exc.ctx.command_path} -h`)"
         click.echo(f"poolbench: error: {exc.format_message()}{hint}", err=True)
         return exc.exit_code
     except PoolbenchError as exc:

@@ -113,6 +113,10 @@ class Suite(abc.ABC):
         """Option defaults that depend on whether the user named pools (below the preset)."""
         return {}
 
+    def run_settings(self, options) -> dict[str, Any]:
+        """``RunContext`` fields the cells need that never change a result (official data paths)."""
+        return {}
+
     def checkpoint_pool(self, pool: str) -> str:
         """The pool of the cells whose model a ``--checkpoint`` trained with ``pool`` replaces."""
         return pool

@@ -202,7 +202,7 @@ class EfficiencySuite(Suite):
         what = f"{where} {cell['dtype']} {cell['memory_format']}{' compiled' if cell['compiled'] else ''}"
 
         def log(msg: str) -> None:
-            if getattr(ctx, "progress", False):
+            if ctx.progress:
                 print(f"efficiency: {msg}", file=sys.stderr, flush=True)
 
         old_threads = torch.get_num_threads()

@@ -83,6 +83,9 @@ class PerturbationSuite(TrainedSuite):
     def extra_pools(self, options) -> tuple[str, ...]:
         return (options.reference,)
 
+    def run_settings(self, options) -> dict:
+        return {"perturbation_data": options.perturbation_data}
+
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "perturbations": list(options.perturbations),
                 "perturbation_source": options.source, "reference": options.reference}

@@ -121,6 +121,9 @@ class RobustnessSuite(TrainedSuite):
     def extra_pools(self, options) -> tuple[str, ...]:
         return () if options.reference == ALEXNET else (options.reference,)
 
+    def run_settings(self, options) -> dict:
+        return {"corruption_data": options.corruption_data}
+
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "corruptions": list(options.corruptions),
                 "severities": list(options.severities), "corruption_source": options.source,
