@@ -13,8 +13,9 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
+import pandas as pd
 import torch
 
 from . import __version__
@@ -116,8 +117,6 @@ def _read_rows(path: Path) -> list[dict]:
 
 def load_results(path: str | os.PathLike = "results", suites: Iterable[str] | None = None):
     """All result rows under ``path`` as a tidy pandas DataFrame (one row per measured value)."""
-    import pandas as pd
-
     p = Path(path)
     if not p.exists():
         raise UsageError(f"no results at {p}; run a suite first or pass --results DIR")

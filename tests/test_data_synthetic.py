@@ -129,7 +129,7 @@ def test_segmentation_bundle():
 
 
 def test_segmentation_augmentation_moves_image_and_mask_together():
-    from poolbench.data.datasets import SegArrayDataset
+    from poolbench.data.arrays import SegArrayDataset
 
     _, y, masks = generate(10, seed=0, with_masks=True)
     images = np.repeat((masks * 20)[..., None], 3, axis=-1).astype(np.uint8)  # image encodes the mask

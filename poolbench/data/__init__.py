@@ -8,8 +8,9 @@
 Items are float tensors in [0, 1] without normalisation; ``bundle.mean``/``bundle.std`` are
 for the model wrapper. ``bundle.eval_arrays(limit)`` gives the evaluation images as uint8
 HxWx3 arrays (after the deterministic eval geometry) with labels, for robustness suites.
-See ``poolbench.data.synthetic`` (the ten ``shapes`` classes) and ``poolbench.data.datasets``
-(formats, layouts, transforms).
+See ``poolbench.data.synthetic`` (the ten ``shapes`` classes), ``poolbench.data.bundles`` (the
+conventions), ``poolbench.data.datasets`` (CIFAR), ``poolbench.data.folders`` (folder layouts
+and transforms) and ``poolbench.data.arrays`` (in-memory sets, small-image transforms).
 """
 from __future__ import annotations
 
@@ -17,19 +18,11 @@ import difflib
 import os
 
 from ..errors import UsageError
-from .datasets import (
-    ArrayDataset,
-    DatasetBundle,
-    EvalArrays,
-    SegEvalArrays,
-    SegmentationBundle,
-    default_data_root,
-    load_cifar,
-    load_imagefolder,
-    load_shapes,
-    load_shapes_seg,
-    spread_indices,
-)
+from .arrays import ArrayDataset
+from .bundles import DatasetBundle, EvalArrays, SegEvalArrays, SegmentationBundle, spread_indices
+from .datasets import default_data_root, load_cifar
+from .folders import load_imagefolder
+from .shapes import load_shapes, load_shapes_seg
 from .synthetic import CLASS_NAMES as SHAPES_CLASS_NAMES
 
 DEFAULT_DATASET = "shapes"

@@ -32,7 +32,6 @@ Official data (``load_cifar_c``, ``load_imagenet_c``)
 from __future__ import annotations
 
 import contextlib
-import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -40,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ..errors import UsageError
 from ..metrics import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 from . import cache as _cache
+from . import jobs as _jobs
 
 # impulse_noise and glass_blur take their own seed= argument; the other 17 follow np.random.seed
 SEED_ARGUMENT_CORRUPTIONS = ("impulse_noise", "glass_blur")
@@ -62,11 +63,7 @@ def library_version() -> str:
 
 
 def check_corruption(name: str) -> str:
-    if name in ALL_CORRUPTIONS:
-        return name
-    close = difflib.get_close_matches(str(name), ALL_CORRUPTIONS, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"choose from {', '.join(ALL_CORRUPTIONS)}"
-    raise UsageError(f"unknown corruption '{name}'; {hint}")
+    return _cache.check_name(name, ALL_CORRUPTIONS, "corruption")
 
 
 def check_severity(severity: Any) -> int:
@@ -122,8 +119,6 @@ def _fit(out: np.ndarray, clean: np.ndarray) -> np.ndarray:
 def _corrupt_chunk(images: np.ndarray, start: int, corruption: str, severity: int,
                    seed: int) -> np.ndarray:
     """Corrupt a chunk whose first image has index ``start`` in the whole set."""
-    from PIL import Image  # noqa: PLC0415
-
     lib = _library()
     fn = lib.corruption_dict[corruption]
     out = np.empty_like(images)
@@ -200,7 +195,6 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
     names, sev, seed = _names(corruptions), _severities(severities), _cache.check_seed(seed)
     lib_version = library_version()
     fingerprint = _cache.images_fingerprint(images)
-    sources: dict = {}
     jobs = []
     for c in names:
         for s in sev:
@@ -211,23 +205,14 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
                 "images": fingerprint, "num_images": len(images),
                 "image_shape": list(images.shape[1:]),
             }
-            path = None
-            if cache_dir is not None:
-                path = _cache.entry_path(cache_dir, "corruptions", dataset, subset, c, f"s{s}",
-                                         seed, _cache.digest(manifest))
-                if path.exists():
-                    sources[(c, s)] = _cache._Cached(path)
-                    continue
-            jobs.append(_cache.Job(key=(c, s), func=_corrupt_chunk,
-                                   params={"corruption": c, "severity": s, "seed": seed},
-                                   item_shape=tuple(images.shape[1:]), path=path, manifest=manifest))
-    if jobs:
-        done = _cache.run_jobs(jobs, images, workers=workers, chunk_size=chunk_size,
-                               progress=progress, desc=f"corrupting {dataset}/{subset}",
-                               mp_context=mp_context,
-                               scratch_dir=None if cache_dir is None else Path(cache_dir))
-        for key, result in done.items():
-            sources[key] = _cache._Cached(result) if isinstance(result, Path) else result
+            path = None if cache_dir is None else _cache.entry_path(
+                cache_dir, "corruptions", dataset, subset, c, f"s{s}", seed, _cache.digest(manifest))
+            jobs.append(_jobs.Job(key=(c, s), func=_corrupt_chunk,
+                                  params={"corruption": c, "severity": s, "seed": seed},
+                                  item_shape=tuple(images.shape[1:]), path=path, manifest=manifest))
+    sources = _jobs.generate(jobs, images, workers=workers, chunk_size=chunk_size, progress=progress,
+                             desc=f"corrupting {dataset}/{subset}", mp_context=mp_context,
+                             cache_dir=cache_dir)
     ordered = {(c, s): sources[(c, s)] for c in names for s in sev}
     return CorruptedSet(labels, ordered, names, sev, seed=seed, source=f"{dataset}/{subset}")
 
@@ -310,6 +295,7 @@ def load_imagenet_c(root: str | os.PathLike, corruption: str, severity: int,
     set's ``ImageFolder.classes``) to check that the class folders are exactly the same, so
     that class indices agree with the model's.
     """
+    # imported on first use: torchvision would add about 1.4 s to every command's start
     from torchvision.datasets import ImageFolder  # noqa: PLC0415
 
     corruption, severity = check_corruption(corruption), check_severity(severity)

@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from ..reconstruction import METHODS, load_sample_image, reconstruction_psnr
+from ..registry import get_pool
 from . import plots
 
 BAND_IMAGE = "camera"           # skimage.data.camera(): 512 x 512 grayscale
@@ -17,8 +20,6 @@ SEED = 0
 
 
 def _load(name: str, gray: bool) -> np.ndarray:
-    from ..reconstruction import load_sample_image
-
     return load_sample_image(name, gray=gray)
 
 
@@ -30,10 +31,6 @@ def lift_bands(image: np.ndarray, mode: str, seed: int = SEED) -> dict[str, np.n
     the four bands are the four polyphase subsamples, the lazy wavelet) or "haar"
     (P(x) = x, U(d) = d / 2: d = x_odd - x_even, s = their mean, the unnormalised Haar wavelet).
     """
-    import torch
-
-    from ..registry import get_pool
-
     options = {"bands": "LL"}
     if mode == "haar":
         options.update(predictor=lambda t: t, updater=lambda d: d / 2)
@@ -85,8 +82,6 @@ def band_figure(path: Path, seed: int = SEED) -> Path:
 
 def reconstruction_panels(seed: int = SEED) -> list[tuple[str, np.ndarray, float | None]]:
     """[(method title, reconstruction crop, PSNR over the whole image)], original first."""
-    from ..reconstruction import METHODS, reconstruction_psnr
-
     image = _load(RECONSTRUCTION_IMAGE, gray=False)
     wanted = [("max_unpool", "MaxUnpool"), ("max_unpool_blur", "MaxUnpool + blur"),
               ("lift", "LiftUpPool"), ("bilinear", "max + bilinear")]

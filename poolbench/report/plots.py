@@ -12,7 +12,11 @@ import contextlib
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import matplotlib as mpl
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
 
 DPI = 110
 STYLE = {
@@ -42,8 +46,6 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p")
 @contextlib.contextmanager
 def plot_style():
     """matplotlib's defaults + ``STYLE`` for the duration of the block, whatever the user set."""
-    import matplotlib as mpl
-
     with mpl.rc_context():
         mpl.rcdefaults()
         mpl.rcParams.update(STYLE)
@@ -51,15 +53,11 @@ def plot_style():
 
 
 def new_figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
 def save(fig, path: str | Path) -> Path:
     """Write ``fig`` as PNG without the varying metadata; returns the path."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -69,8 +67,6 @@ def save(fig, path: str | Path) -> Path:
 
 def pool_styles(pools: Iterable[str]) -> dict[str, dict]:
     """{pool: {"color", "marker"}} in sorted pool order (tab10, then tab20 beyond ten pools)."""
-    import matplotlib as mpl
-
     names = sorted(dict.fromkeys(str(p) for p in pools))
     cmap = mpl.colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {p: {"color": cmap(i % cmap.N), "marker": MARKERS[i % len(MARKERS)]}
@@ -207,8 +203,6 @@ def grouped_bars(table, styles: dict, path: Path, *, ylabel: str, title: str,
 def ratio_heatmap(table, path: Path, *, title: str, colorbar_label: str) -> Path:
     """``table``: ratios (index = rows, columns = pools), shown on a log colour scale centred on
     1 (blue below, red above) with every value written in its cell."""
-    from matplotlib.colors import LogNorm
-
     values = table.to_numpy(dtype=float)
     finite = values[np.isfinite(values) & (values > 0)]
     span = float(np.abs(np.log10(finite)).max()) if len(finite) else 1.0

@@ -11,6 +11,7 @@ import math
 import re
 
 import pandas as pd
+from tabulate import tabulate
 
 REFERENCE_MARK = "†"
 
@@ -103,8 +104,6 @@ def to_markdown(frame: pd.DataFrame, *, reference: str | None = None, along: str
     row is bold and the reference column is marked. ``how`` overrides the per-label
     direction (see ``best_mask``).
     """
-    from tabulate import tabulate
-
     if frame.empty:
         return ""
     mask = best_mask(frame, along, decimals, how)

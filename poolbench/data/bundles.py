@@ -1,0 +1,108 @@
+"""Dataset bundles: what every loader returns (train and test sets with their statistics).
+
+Convention: every dataset yields ``(image, label)`` with ``image`` a float32 CHW tensor in
+[0, 1] (ToTensor scale) and NO normalisation; the bundle carries ``mean`` and ``std`` and the
+model wrapper normalises. Corruption, perturbation and shift suites therefore work on [0, 1]
+images, or on the uint8 arrays from ``bundle.eval_arrays()`` (HxWx3, after the deterministic
+evaluation geometry; ``bundle.test[i]`` is exactly ``eval_arrays().images[i] / 255``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..errors import UsageError
+
+
+class EvalArrays(NamedTuple):
+    images: np.ndarray   # uint8 (N, H, W, 3), after the deterministic eval geometry
+    labels: np.ndarray   # int64 (N,)
+    indices: np.ndarray  # int64 (N,), positions in bundle.test
+
+
+class SegEvalArrays(NamedTuple):
+    images: np.ndarray   # uint8 (N, H, W, 3)
+    masks: np.ndarray    # uint8 (N, H, W), 0 = background
+    indices: np.ndarray  # int64 (N,)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatasetBundle:
+    """A classification dataset ready for training and evaluation.
+
+    ``config`` holds the fields that change a result (for the store's config hash): never a
+    path. ``source`` says where the data came from (a path, or "generated").
+    """
+
+    name: str
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = ""
+
+    def eval_indices(self, limit: int | None = None) -> np.ndarray:
+        """Positions in ``test`` of an evaluation subset: all, or ``limit`` evenly spaced ones.
+
+        Evenly spaced (not the first ``limit``) so that a class-sorted test set (any folder
+        tree) stays balanced; deterministic and independent of the run seed.
+        """
+        return spread_indices(len(self.test), limit)
+
+    def eval_arrays(self, limit: int | None = None, *, indices: Sequence[int] | None = None) -> EvalArrays:
+        """The evaluation images as uint8 HxWx3 arrays with their labels (and positions)."""
+        idx = self._indices(limit, indices)
+        images, labels = self.test.uint8_arrays(idx)
+        return EvalArrays(images, labels, idx)
+
+    def _indices(self, limit, indices) -> np.ndarray:
+        if indices is None:
+            return self.eval_indices(limit)
+        if limit is not None:
+            raise UsageError("eval_arrays takes limit or indices, not both: drop one of them")
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self.test)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise UsageError(f"eval indices must lie in 0..{n - 1} for {self.name}'s {n} test images")
+        return idx
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SegmentationBundle(DatasetBundle):
+    """A segmentation dataset: items are ``(image, mask)``, mask int64 HxW, 0 = background."""
+
+    def eval_arrays(self, limit: int | None = None, *, indices: Sequence[int] | None = None) -> SegEvalArrays:
+        idx = self._indices(limit, indices)
+        images, masks = self.test.uint8_arrays(idx)
+        return SegEvalArrays(images, masks, idx)
+
+
+def spread_indices(n: int, limit: int | None) -> np.ndarray:
+    """``limit`` evenly spaced positions out of ``n`` (all of them when limit is None or >= n)."""
+    if limit is None:
+        return np.arange(n, dtype=np.int64)
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise UsageError(f"limit must be a positive integer, got {limit!r}")
+    if limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.floor((np.arange(limit) + 0.5) * (n / limit)).astype(np.int64)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def check_size(what: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UsageError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,80 @@
+"""Corruption errors (Hendrycks & Dietterich 2019): CE, mCE, relative mCE, unnormalised mCE."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ._inputs import _floats, _lookup, _names
+from .benchmarks import BENCHMARK_CORRUPTIONS
+
+
+def corruption_error(err: Any, ref_err: Any) -> float:
+    """CE = sum_s E(f, c, s) / sum_s E(ref, c, s) (a ratio; 1.0 means as good as the reference)."""
+    e = _floats(err, "errors")
+    r = _floats(ref_err, "reference errors")
+    if e.shape != r.shape:
+        raise UsageError(f"{e.size} errors but {r.size} reference errors; evaluate the same "
+                         "severities as the reference")
+    denom = r.sum()
+    if denom <= 0:
+        raise UsageError("the reference errors sum to 0, so CE is undefined; pick a reference "
+                         "model that makes mistakes under this corruption")
+    return float(e.sum() / denom)
+
+
+def corruption_errors(errors: Mapping[str, Any], ref_errors: Mapping[str, Any],
+                      corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS) -> dict[str, float]:
+    """CE for every corruption named, as a dict (ratios, not x100)."""
+    out = {}
+    for c in _names(corruptions, "corruptions"):
+        out[c] = corruption_error(_lookup(errors, c, "errors"), _lookup(ref_errors, c, "reference errors"))
+    return out
+
+
+def mce(errors: Mapping[str, Any], ref_errors: Mapping[str, Any],
+        corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS) -> float:
+    """mCE = 100 * mean over ``corruptions`` of CE (errors: corruption -> per-severity errors).
+
+    ``ref_errors`` is ``ALEXNET_ERR`` only for the official ImageNet-C images; for generated
+    corruptions pass the suite's reference model's errors on the same images.
+    """
+    ces = corruption_errors(errors, ref_errors, corruptions)
+    return float(100.0 * np.mean(list(ces.values())))
+
+
+def relative_corruption_error(err: Any, clean: float, ref_err: Any, ref_clean: float) -> float:
+    """relative CE = sum_s (E(f,c,s) - E(f,clean)) / sum_s (E(ref,c,s) - E(ref,clean))."""
+    e = _floats(err, "errors")
+    r = _floats(ref_err, "reference errors")
+    if e.shape != r.shape:
+        raise UsageError(f"{e.size} errors but {r.size} reference errors; evaluate the same "
+                         "severities as the reference")
+    denom = float((r - float(ref_clean)).sum())
+    if denom == 0:
+        raise UsageError("the reference loses no accuracy under this corruption, so relative CE "
+                         "is undefined; use plain CE or another reference")
+    return float((e - float(clean)).sum() / denom)
+
+
+def relative_mce(errors: Mapping[str, Any], clean: float, ref_errors: Mapping[str, Any],
+                 ref_clean: float, corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS) -> float:
+    """Relative mCE = 100 * mean of relative CE (for AlexNet: ref_clean=ALEXNET_CLEAN_ERR)."""
+    vals = [relative_corruption_error(_lookup(errors, c, "errors"), clean,
+                                      _lookup(ref_errors, c, "reference errors"), ref_clean)
+            for c in _names(corruptions, "corruptions")]
+    return float(100.0 * np.mean(vals))
+
+
+def unnormalized_mce(errors: Mapping[str, Any],
+                     corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS) -> float:
+    """Mean over ``corruptions`` (the 15 benchmark ones, NOT all 19) of mean_s E(f, c, s).
+
+    Same unit as the errors given (fractions in, fraction out). This is what the CIFAR-C
+    literature reports; the authors' own script averages all 19, a known trap.
+    """
+    vals = [float(_floats(_lookup(errors, c, "errors"), f"errors['{c}']").mean())
+            for c in _names(corruptions, "corruptions")]
+    return float(np.mean(vals))
