@@ -95,11 +95,6 @@ def spread_indices(n: int, limit: int | None) -> np.ndarray:
     return np.floor((np.arange(limit) + 0.5) * (n / limit)).astype(np.int64)
 
 
-def one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def check_size(what: str, value) -> int | None:
     if value is None:
         return None

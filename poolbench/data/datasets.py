@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from .arrays import ArrayDataset, small_train_transform
-from .bundles import DatasetBundle, check_size, one_line, spread_indices
+from .bundles import DatasetBundle, check_size, spread_indices
 
 DATA_ROOT_ENV = "POOLBENCH_DATA_ROOT"
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -140,7 +140,7 @@ def _read_cifar_file(path: Path, fmt: CifarFormat) -> tuple[np.ndarray, np.ndarr
         raise UsageError(f"{fmt.name} file {path} lacks the key {err}: it is not the python version; "
                          f"replace it (delete {path.parent} to download again)") from None
     except Exception as err:  # unpickling errors come in many types
-        raise UsageError(f"{fmt.name} file {path} is corrupt ({one_line(err)}): "
+        raise UsageError(f"{fmt.name} file {path} is corrupt ({one_line(err, with_type=True)}): "
                          f"delete {path.parent} to download it again, or replace the file") from None
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
@@ -158,7 +158,7 @@ def read_cifar(fmt: CifarFormat, folder: Path):
         if len(names) != fmt.num_classes:
             raise ValueError(f"{len(names)} class names, expected {fmt.num_classes}")
     except Exception as err:
-        raise UsageError(f"{fmt.name} meta file {meta_path} is corrupt ({one_line(err)}): "
+        raise UsageError(f"{fmt.name} meta file {meta_path} is corrupt ({one_line(err, with_type=True)}): "
                          f"delete {folder} to download it again, or replace the file") from None
     return xtr, ytr, xte, yte, tuple(names)
 
@@ -184,7 +184,7 @@ def load_cifar(name: str, *, root: str | os.PathLike | None = None, train_size: 
             target.mkdir(parents=True, exist_ok=True)
             _download(fmt.url, target, fmt.archive, fmt.archive_md5)
         except Exception as err:
-            raise UsageError(f"{fmt.name} not found in {folder} and the download failed ({one_line(err)}): "
+            raise UsageError(f"{fmt.name} not found in {folder} and the download failed ({one_line(err, with_type=True)}): "
                              f"pass --data-root DIR with {_cifar_layout(fmt, 'DIR')}") from None
         missing = _missing(folder, fmt)
         if missing:

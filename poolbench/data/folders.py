@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UsageError
+from ..errors import UsageError, one_line
 from .arrays import to_unit_float
-from .bundles import DatasetBundle, check_size, one_line, spread_indices
+from .bundles import DatasetBundle, check_size, spread_indices
 from .datasets import IMAGENET_MEAN, IMAGENET_STD
 
 HOLDOUT_FRACTION = 0.2  # single class-per-folder tree: share of each class held out for test
@@ -50,7 +50,7 @@ def load_image(path: str):
             img = Image.open(f)
             return img.convert("RGB")
     except Exception as err:
-        raise UsageError(f"cannot read image {path} ({one_line(err)}): remove or replace the file") from None
+        raise UsageError(f"cannot read image {path} ({one_line(err, with_type=True)}): remove or replace the file") from None
 
 
 class ImageListDataset(Dataset):
@@ -100,7 +100,7 @@ def _scan(directory: Path, class_to_idx: dict[str, int] | None,
             class_to_idx = {c: i for i, c in enumerate(classes)}
         samples = make_dataset(str(directory), class_to_idx, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, ValueError) as err:
-        raise UsageError(f"no usable class-per-folder tree at {directory} ({one_line(err)}): "
+        raise UsageError(f"no usable class-per-folder tree at {directory} ({one_line(err, with_type=True)}): "
                          f"{_layout_hint(root)}") from None
     return classes, samples
 
@@ -167,7 +167,7 @@ def load_imagefolder(path: str | os.PathLike, *, image_size: int = 224, train_si
             try:
                 val_classes = find_classes(str(val_dir))[0]
             except FileNotFoundError as err:
-                raise UsageError(f"no class folders in {val_dir} ({one_line(err)}): "
+                raise UsageError(f"no class folders in {val_dir} ({one_line(err, with_type=True)}): "
                                  f"{_layout_hint(root)}") from None
             unknown = sorted(set(val_classes) - set(classes))
             if unknown:
