@@ -6,11 +6,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..metrics import topk_error
-from ..pools.base import count_parameters
 from ..store import make_row
 from ..evaluate import predict_dataset
 from ..process import is_main_process
-from .base import TrainedSuite, train_columns
+from .base import TrainedSuite, train_columns, training_rows
 
 
 @dataclass(frozen=True)
@@ -30,18 +29,10 @@ class AccuracySuite(TrainedSuite):
                                          desc=f"eval {cfg.pool}")
         base = train_columns(cfg)
         n = len(labels)
-        params = count_parameters(result.model)[0]
-        info = result.info
-        rows = [
+        return [
             make_row(base, "top1_error", 100 * topk_error(logits, labels, 1), "%", n),
             make_row(base, "top5_error", 100 * topk_error(logits, labels, min(5, logits.shape[1])), "%", n),
-            make_row(base, "params", params, "count"),
-            make_row(base, "train_time", info.get("train_time_s"), "s"),
-            make_row(base, "train_throughput", info.get("images_per_s"), "img/s"),
-        ]
-        for term, value in (info.get("final_aux_terms") or {}).items():
-            rows.append(make_row(base, f"final_{term}", value, "loss"))
-        return rows
+        ] + training_rows(base, result)
 
     def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
         wanted = {"top1_error": "top-1 err %", "top5_error": "top-5 err %", "params": "params",

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..config import TrainConfig
 from ..errors import UsageError
+from ..pools.base import count_parameters
 from ..registry import canonical_spec, get_spec
 from ..store import make_row
 from ..train import get_trained_model, load_bundle
@@ -175,6 +176,20 @@ def _bundle(dataset: str, seed: int, train_size, test_size, data_root):
 def bundle_for(cfg: TrainConfig, data_root: str | None):
     """The dataset of a training config, loaded once per process."""
     return _bundle(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size, data_root)
+
+
+def training_rows(base: dict, result) -> list[dict]:
+    """What a trained model cost: learnable parameters, training time and throughput, and the
+    final value of every auxiliary loss term (``train.TrainResult``)."""
+    info = result.info
+    rows = [
+        make_row(base, "params", count_parameters(result.model)[0], "count"),
+        make_row(base, "train_time", info.get("train_time_s"), "s"),
+        make_row(base, "train_throughput", info.get("images_per_s"), "img/s"),
+    ]
+    rows += [make_row(base, f"final_{term}", value, "loss")
+             for term, value in (info.get("final_aux_terms") or {}).items()]
+    return rows
 
 
 def train_config_of(cell: dict) -> TrainConfig:

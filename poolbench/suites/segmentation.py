@@ -42,12 +42,11 @@ from ..config import TrainConfig
 from ..errors import UsageError
 from ..metrics import iou_per_class, miou
 from ..models.segnet import DEFAULT_WIDTHS, Variant, resolve_variant, segnet_model_name, segnet_widths
-from ..pools.base import count_parameters
 from ..reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
 from ..segmentation import get_trained_segnet, load_segmentation_data, segmentation_confusion
 from ..store import make_row
 from ..train import OPTIMIZERS, SCHEDULES
-from .base import Suite, pool_columns, train_config_of
+from .base import Suite, pool_columns, train_config_of, training_rows
 
 DEFAULT_VARIANTS = ("max_unpool", "max_unpool_blur", "lift", "bilinear")
 SEG_DATASETS = {"shapes": "shapes-seg", "shapes-seg": "shapes-seg", "shapes_seg": "shapes-seg"}
@@ -233,21 +232,13 @@ class SegmentationSuite(Suite):
         base = self._train_columns(cfg, cell["variant"])
         n = len(test.images)
         pixels = int(conf.sum())
-        info = result.info
         rows = [
             make_row(base, "miou", miou(conf), "%", n, pixels=pixels),
             make_row(base, "pixel_accuracy", 100.0 * np.trace(conf) / max(pixels, 1), "%", n, pixels=pixels),
         ]
         for name, iou in zip(bundle.class_names, iou_per_class(conf)):
             rows.append(make_row(base, "iou", None if np.isnan(iou) else 100.0 * iou, "%", n, class_name=name))
-        rows += [
-            make_row(base, "params", count_parameters(result.model)[0], "count"),
-            make_row(base, "train_time", info.get("train_time_s"), "s"),
-            make_row(base, "train_throughput", info.get("images_per_s"), "img/s"),
-        ]
-        for term, value in (info.get("final_aux_terms") or {}).items():
-            rows.append(make_row(base, f"final_{term}", value, "loss"))
-        return rows
+        return rows + training_rows(base, result)
 
     @staticmethod
     def _train_columns(cfg: TrainConfig, variant: str) -> dict:
