@@ -21,7 +21,7 @@ invertible pool -> its own up-pool, a non-invertible pool -> ``bilinear_<name>``
 ``variants="all"`` below the preset (``pool_defaults``), so all four run by default there too.
 
 Options (``SegmentationOptions``: the ``[segmentation]`` preset table, then flags). Recipe:
-``SEG_DEFAULTS`` (train_size, test_size, epochs, batch_size, optimizer, lr, momentum, nesterov,
+``RECIPE_KEYS`` (train_size, test_size, epochs, batch_size, optimizer, lr, momentum, nesterov,
 weight_decay, schedule, warmup_epochs), not the classification [train] table (a SegNet at the
 classification sizes would take far longer); the common flags --epochs/--train-size/
 --test-size/--batch-size/--lr set it. ``seeds`` (default: those of the training configs;
@@ -155,8 +155,6 @@ class SegmentationOptions:
         """The TrainConfig fields the options set (the seed comes per cell)."""
         return {k: getattr(self, k) for k in RECIPE_KEYS}
 
-
-SEG_DEFAULTS = SegmentationOptions().recipe
 
 
 def variants_for(pools: list[str] | None, variants=None) -> list[Variant]:
