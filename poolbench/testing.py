@@ -10,7 +10,7 @@ import contextlib
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .pools.base import count_parameters
 from .registry import PoolSpec, get_pool, get_spec, parse_spec

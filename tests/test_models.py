@@ -7,7 +7,7 @@ from torch import nn
 
 import poolbench
 from poolbench.errors import UsageError
-from poolbench.models import (PoolSite, create_model, list_models, model_info, pool_sites,
+from poolbench.models import (create_model, list_models, model_info, pool_sites,
                               swap_pools)
 from poolbench.registry import register_pool, unregister_pool
 
