@@ -17,15 +17,21 @@ import pandas as pd
 
 from .atomic import append_line
 from .config import env_default, load_preset, seeds_of, train_config
+from .data import dataset_fingerprint
+from .data.fingerprint import folder_fingerprint
+from .engine import check_amp, default_amp
 from .errors import UsageError
+from .ranges import check_value
 from .process import init_distributed, is_main_process, resolve_device
 from .registry import canonical_spec
 from .runner import Executor, RunContext, run_cells
+from .store import ResultStore
 from .suites import SuiteName, get_suite
+from .suites.intervals import ONE_SEED_NOTE
 
 # flags of every run that set the [train] recipe; a suite whose Options has a field of the
 # same name (SegNet's own recipe, the efficiency cell's device) takes the flag too
-TRAIN_FLAGS = ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size")
+TRAIN_FLAGS = ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size", "data_seed")
 
 
 def _enum(kind: type[enum.Enum], value, what: str):
@@ -59,13 +65,16 @@ class RunResult:
 
 
 def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None = None, *,
-        preset: str | None = None, seed: int | None = None, model: str | None = None,
+        preset: str | None = None, seed: int | None = None, seeds=None, data_seed: int | None = None,
+        model: str | None = None,
         dataset: str | None = None, data_root: str | None = None, epochs: int | None = None,
         batch_size: int | None = None, lr: float | None = None, train_size: int | None = None,
         test_size: int | None = None, device: str | None = None, results: str | None = None,
         executor: str | Executor = Executor.SEQUENTIAL, workers: int = 2, threads: int | None = None,
         checkpoint: str | None = None, progress: bool = True, command: str | None = None,
-        log: Callable[[str], None] | None = None, **options) -> RunResult:
+        log: Callable[[str], None] | None = None, amp: str | None = None,
+        checkpoint_minutes: float = 10.0, loader_workers: int | None = None,
+        eval_every: int | None = None, compile_training: bool = False, **options) -> RunResult:
     """Run one suite for ``pools`` (specs such as ``"lift:kernel_size=7"``; default ``max``).
 
     ``preset`` names a preset in ``suites/`` or a TOML file; the keyword arguments above set
@@ -73,6 +82,8 @@ def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None 
     ``reference="avg"``, ``corruptions="gaussian_noise,fog"``) and win over the preset's table.
     Finished cells come from the store under ``results``; the rest are computed and stored.
     ``command`` is the line recorded in ``<results>/commands.log`` (default: this call).
+    ``amp`` (off | bf16 | fp16; default bf16 on CUDA, off elsewhere) is part of the recipe; the
+    other training keywords say how it runs here (``engine.TrainSettings``).
 
     >>> result = poolbench.run("robustness", pools=["lift"])   # doctest: +SKIP
     >>> result.table                                           # the table the CLI prints
@@ -80,6 +91,8 @@ def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None 
     suite_obj = get_suite(suite)
     name = suite_obj.name
     executor = _enum(Executor, executor, "executor").value
+    check_value("workers", workers, low=1)
+    check_value("threads", threads, low=1)
     if not suite_obj.parallel and executor != Executor.SEQUENTIAL.value:
         raise UsageError(f"{name} times pools side by side: use --executor sequential")
     preset_data = load_preset(preset)
@@ -90,38 +103,110 @@ def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None 
     device = resolve_device(device)
 
     flags = {"model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+             "data_seed": data_seed,
              "train_size": train_size, "test_size": test_size, "device": device, "threads": threads}
     fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
     values = {**suite_obj.pool_defaults(named), **preset_data.get(name, {})}
     values.update({k: v for k, v in flags.items() if k in fields and v is not None})
-    if seed is not None and "seeds" in fields:
-        values["seeds"] = [seed]
+    if seed is not None and seeds is not None:
+        raise UsageError("pass --seed N (one seed) or --seeds LIST|COUNT, not both")
+    run_seeds = [seed] if seed is not None else parse_seeds(seeds)
+    if run_seeds is not None and "seeds" in fields:
+        values["seeds"] = run_seeds
     values.update({k: v for k, v in options.items() if v is not None})
     opts = suite_obj.options(values)
 
     all_pools = list(dict.fromkeys(user_pools + [canonical_spec(p) for p in suite_obj.extra_pools(opts)]))
     overrides = {k: flags[k] for k in TRAIN_FLAGS}
+    # mixed precision changes the weights, so it is in the recipe: the flag, else the preset's,
+    # else the device's default
+    overrides["amp"] = check_amp(amp or preset_data.get("train", {}).get("amp") or default_amp(device))
     configs = [train_config(preset_data, p, s, overrides) for p in all_pools
-               for s in seeds_of(preset_data, seed)]
+               for s in (run_seeds or seeds_of(preset_data, None))]
     init_distributed(device)
     ctx = RunContext(
         results=str(results or env_default("results", "results")), device=device, data_root=data_root,
         progress=progress, checkpoint=checkpoint, threads=threads, workers=workers,
         extra={"slurm": preset_data.get("slurm", {})},
         checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if checkpoint else None,
-        **suite_obj.run_settings(opts),
+        checkpoint_minutes=checkpoint_minutes, loader_workers=loader_workers, eval_every=eval_every,
+        compile_training=compile_training, **suite_obj.run_settings(opts),
     )
-    cells = suite_obj.cells(configs, opts)
+    ctx.train_settings()  # a bad training setting fails here, before any cell
+    cells = with_data(suite_obj.cells(configs, opts), data_root, suite_obj.run_settings(opts))
+    notes = suite_obj.notes(opts)
     if is_main_process():
-        record = command or _call_text(name, named, preset, seed, options)
-        append_line(Path(ctx.results) / "commands.log", record)
+        record = command or _call_text(name, named, preset, seed, {**options, "seeds": seeds})
+        try:
+            append_line(Path(ctx.results) / "commands.log", record)
+        except OSError as exc:  # a read-only store still shows what it holds
+            notes.append(f"{ctx.results} is not writable ({exc.strerror or exc}): "
+                         "this command is not recorded in commands.log")
     report = run_cells(name, cells, ctx, executor, log=log)
-    frame = pd.DataFrame(report.rows)
-    table = suite_obj.table(frame, opts) if report.rows else pd.DataFrame()
+    errors = [r for r in report.rows if r.get("error")]
+    measured = [r for r in report.rows if not r.get("error")]
+    table = (suite_obj.table(pd.DataFrame(measured), opts, ResultStore(ctx.results)) if measured
+             else failed_table(errors))
+    notes += table.attrs.get("notes", [])
+    if measured and _one_seed_each(measured):
+        notes.append(ONE_SEED_NOTE)
     return RunResult(suite=name, options=opts, pools=all_pools, rows=report.rows, table=table,
-                     notes=suite_obj.notes(opts), cells=len(cells), computed=report.computed,
-                     skipped=report.skipped, failed=report.failed, results=ctx.results,
-                     errors=[r for r in report.rows if r.get("error")])
+                     notes=notes, cells=len(cells), computed=report.computed,
+                     skipped=report.skipped, failed=report.failed, results=ctx.results, errors=errors)
+
+
+def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[dict]:
+    """``cells`` with the fingerprint of their data (``poolbench.data.fingerprint``): in every
+    training config (so in the checkpoint key and the cell hash) and, for official -C/-P sets,
+    in the cell. Missing data fails here, before any stored cell is looked up."""
+    prints: dict[str, str] = {}
+    official = {f"{key}_fingerprint": folder_fingerprint(path, f"--{key.replace('_', '-')}")
+                for key, path in sorted(settings.items()) if path}
+    out = []
+    for cell in cells:
+        cell = {**cell, **official}
+        train = cell.get("train")
+        if train is not None:
+            dataset = train["dataset"]
+            if dataset not in prints:
+                prints[dataset] = dataset_fingerprint(dataset, data_root)
+            cell["train"] = {**train, "data_fingerprint": prints[dataset]}
+        out.append(cell)
+    return out
+
+
+def _one_seed_each(rows: list[dict]) -> bool:
+    seeds: dict[str, set] = {}
+    for r in rows:
+        if r.get("seed") is not None:
+            seeds.setdefault(r.get("pool"), set()).add(r["seed"])
+    return bool(seeds) and all(len(s) == 1 for s in seeds.values())
+
+
+def parse_seeds(seeds) -> list[int] | None:
+    """``--seeds``: a list ("0,1,2", [0, 1, 2]) or a count ("3", 3 -> seeds 0, 1, 2)."""
+    if seeds is None:
+        return None
+    items = [s for s in str(seeds).replace(" ", "").split(",") if s] if isinstance(seeds, (str, int)) \
+        else list(seeds)
+    try:
+        values = [int(s) for s in items]
+    except (TypeError, ValueError):
+        raise UsageError(f"seeds must be a count (3) or a list of integers (0,1,2), got {seeds!r}") from None
+    if len(values) == 1 and isinstance(seeds, (str, int)):
+        check_value("seeds", values[0], low=1)
+        values = list(range(values[0]))
+    for v in values:
+        check_value("seeds", v, low=0)
+    if len(set(values)) != len(values):
+        raise UsageError(f"seeds {seeds!r} repeat a seed; pass each once")
+    return values
+
+
+def failed_table(errors: list[dict]) -> pd.DataFrame:
+    """The table of a run in which every cell failed: which, and why (never a traceback)."""
+    columns = [c for c in ("pool", "seed", "up_pool", "error") if any(c in r for r in errors)]
+    return pd.DataFrame([{c: r.get(c) for c in columns} for r in errors], columns=columns)
 
 
 def _call_text(suite: str, pools: tuple, preset, seed, options: dict) -> str:

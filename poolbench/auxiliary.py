@@ -5,15 +5,16 @@ import torch
 from torch import Tensor, nn
 
 
-def auxiliary_loss(model: nn.Module) -> tuple[Tensor, dict[str, float]]:
+def auxiliary_loss(model: nn.Module, as_tensors: bool = False) -> tuple[Tensor, dict[str, float | Tensor]]:
     """Weighted sum of every contributing layer's auxiliary terms, and the unweighted terms.
 
     Returns ``(total, terms)``: ``total`` is a differentiable scalar to add to the task loss
     (zero when nothing contributes); ``terms`` maps a term name to its value summed over
-    layers, for logging.
+    layers, for logging: floats, or detached tensors with ``as_tensors`` (no host
+    synchronisation per term on an accelerator, for the training loop).
     """
     total = None
-    terms: dict[str, float] = {}
+    terms: dict[str, float | Tensor] = {}
     for module in model.modules():
         fn = getattr(module, "auxiliary_losses", None)
         if not callable(fn):
@@ -21,7 +22,8 @@ def auxiliary_loss(model: nn.Module) -> tuple[Tensor, dict[str, float]]:
         for name, (weight, value) in fn().items():
             contribution = weight * value
             total = contribution if total is None else total + contribution
-            terms[name] = terms.get(name, 0.0) + float(value.detach())
+            value = value.detach() if as_tensors else float(value.detach())
+            terms[name] = terms.get(name, 0.0) + value
     if total is None:
         param = next(model.parameters(), None)
         total = torch.zeros((), device=param.device if param is not None else "cpu")

@@ -1,5 +1,6 @@
 """Timing harness for LiftPool: ``python -m poolbench.bench_lift [--threads N] [--repeats R]
-[--shapes NxCxHxW ...] [--layouts nchw,cl] [--json PATH]``.
+[--shapes NxCxHxW ...] [--layouts nchw,cl] [--json PATH]``; with ``--train``, the training step
+of the default backbone instead (``python -m poolbench.bench_lift --train``).
 
 Times the forward pass (eval mode, no grad) and forward+backward (training mode, the task-like
 loss ``(y * g).sum()`` plus LiftPool's auxiliary losses, gradients of the input and of every
@@ -8,6 +9,11 @@ one run, with the thread count set explicitly. The callables are timed round-rob
 each in turn, repeated), so that a load change on a shared machine hits all of them alike;
 medians and minima are reported, and the ratios fast/reference and lift/max of both.
 The timing is ``poolbench.measure``'s (``time_interleaved``), as in the efficiency suite.
+
+``--train`` times one SGD step (forward, cross-entropy plus the auxiliary losses, backward,
+optimizer step) of the default recipe's backbone (``TrainConfig()``: convnet, batch 128, 32x32
+generated images, channels_last) with each pool, round-robin in one run, and prints the
+lift/max ratio of the step: the cost of training with LiftPool over max pooling.
 """
 from __future__ import annotations
 
@@ -21,8 +27,10 @@ from typing import Callable
 import torch
 
 from .auxiliary import auxiliary_loss
+from .config import TrainConfig
 from .measure import CLOCKS, time_interleaved
 from .registry import get_pool
+from .train import CLASSIFICATION, build_model, build_optimizer
 
 DEFAULT_SHAPES = ("32x64x56x56", "32x256x14x14")
 DEFAULT_POOLS = ("lift", "lift:impl=reference", "max")
@@ -118,6 +126,54 @@ def _run(shapes, layouts, threads, repeats, warmup, pools, dtype, progress, cloc
     return rows
 
 
+def train_step_cases(pools=("lift", "max"), batch_size: int | None = None, model: str | None = None,
+                     seed: int = 0) -> dict:
+    """{pool: one training step of the default recipe's backbone with that pool}, on one shared
+    batch of 32x32 images (uniform, like the [0, 1] images the trainers see) and labels."""
+    base = TrainConfig()
+    batch = batch_size or base.batch_size
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch, 3, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
+    bundle = _Classes(10)
+    y = torch.randint(0, bundle.num_classes, (batch,), generator=gen)
+    steps = {}
+    for spec in pools:
+        cfg = TrainConfig(pool=spec, model=model or base.model, batch_size=batch)
+        torch.manual_seed(seed)
+        net = build_model(cfg, bundle).to(memory_format=torch.channels_last).train()
+        opt = build_optimizer(net, cfg)
+
+        def step(net=net, opt=opt, cfg=cfg):
+            loss = CLASSIFICATION.loss(net(x), y, cfg) + auxiliary_loss(net)[0]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        steps[spec] = step
+    return steps
+
+
+class _Classes:
+    """What ``build_model`` needs of a data bundle."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.mean, self.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def run_train_benchmark(pools=("lift", "max"), threads: int = 1, repeats: int = 10, warmup: int = 2,
+                        clock: str | None = None, batch_size: int | None = None,
+                        model: str | None = None) -> dict:
+    """{pool: TimingStats} of the training step, timed round-robin with ``threads`` threads."""
+    clock = clock or ("thread" if threads == 1 else "wall")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        steps = train_step_cases(pools, batch_size, model)
+        return time_interleaved(steps, repeats=repeats, warmup=warmup, clock=clock)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def ratio_table(rows: list[dict], fast: str = "lift", ref: str = "lift:impl=reference",
                 base: str = "max") -> list[dict]:
     """One line per (shape, layout, pass): medians (and minima) in ms and the ratios
@@ -177,9 +233,14 @@ def main(argv=None) -> int:
                          "--threads 1, robust on a shared machine) or process (CPU time, all "
                          "threads); default: thread for 1 thread, else wall")
     ap.add_argument("--json", metavar="PATH", help="also write the raw rows as JSON")
+    ap.add_argument("--train", action="store_true",
+                    help="time the training step of the default backbone with each pool instead "
+                         "(default pools: lift;max)")
     args = ap.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
         ap.error("--threads and --repeats must be >= 1")
+    if args.train:
+        return _main_train(args)
     layouts = tuple(s.strip() for s in args.layouts.split(",") if s.strip())
     if not layouts or any(l not in ("nchw", "cl") for l in layouts):
         ap.error("--layouts takes nchw, cl or both")
@@ -200,6 +261,27 @@ def main(argv=None) -> int:
         with open(args.json, "w") as fh:
             json.dump({"threads": args.threads, "repeats": args.repeats, "clock": clock,
                        "torch": torch.__version__, "rows": rows}, fh, indent=2)
+    return 0
+
+
+def _main_train(args) -> int:
+    given = args.pools != ";".join(DEFAULT_POOLS)
+    pools = tuple(s.strip() for s in args.pools.split(";") if s.strip()) if given else ("lift", "max")
+    clock = args.clock or ("thread" if args.threads == 1 else "wall")
+    print(f"poolbench.bench_lift --train: torch {torch.__version__}, threads={args.threads}, "
+          f"repeats={args.repeats}, clock={clock}, backbone {TrainConfig().model}, batch "
+          f"{TrainConfig().batch_size}, 32x32, {platform.processor() or platform.machine()}", flush=True)
+    stats = run_train_benchmark(pools, args.threads, args.repeats, args.warmup, clock)
+    base = pools[-1]
+    for spec, st in stats.items():
+        print(f"{spec:>24s}  step {1e3 * st.median:8.1f} ms (min {1e3 * st.min:7.1f})  "
+              f"{spec}/{base} {st.median / stats[base].median:5.2f}x (min {st.min / stats[base].min:5.2f}x)")
+    print("medians of round-robin rounds (min in brackets); the ratios are the comparison on a "
+          "shared machine.")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"threads": args.threads, "clock": clock, "torch": torch.__version__,
+                       "train_step": {k: v.summary() for k, v in stats.items()}}, fh, indent=2)
     return 0
 
 

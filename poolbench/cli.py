@@ -9,13 +9,15 @@ import click
 from tabulate import tabulate
 
 from . import __version__, api
-from .config import env_default
+from .config import TrainConfig, env_default, load_preset
 from .errors import PoolbenchError
+from .models import PADDINGS, model_spec
 from .pool_table import pool_rows
 from .process import is_main_process
 from .registry import load_plugin
 from .report import build_report
 from .suites import get_suite
+from .suites.intervals import compact
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -58,6 +60,7 @@ def pools_cmd(as_json, channels, pattern):
             "name": r["name"],
             "paper": r["paper"],
             "year": r["year"] or "",
+            "licence": r["licence"],
             f"params@{channels}": "" if r["params"] is None else r["params"],
             "buffers": "" if r["buffers"] is None else r["buffers"],
             "stochastic": "yes" if r["stochastic"] else "",
@@ -79,7 +82,10 @@ def run_options(fn):
         click.option("--pool", "pools", multiple=True, metavar="SPEC",
                      help="Pool spec, e.g. max or lift:kernel_size=7 (repeatable)."),
         click.option("--model", default=None, help="Backbone (default from the preset: convnet)."),
-        click.option("--dataset", default=None, help="shapes | cifar10 | cifar100 | imagefolder:PATH."),
+        click.option("--padding", type=click.Choice(PADDINGS), default=None,
+                     help="Padding of the backbone's convs (default zeros): sets the model's option, "
+                          "e.g. convnet:padding=circular."),
+        click.option("--dataset", default=None, help="shapes | photos | cifar10 | cifar100 | imagefolder:PATH."),
         click.option("--data-root", default=None, type=click.Path(), help="Where datasets live."),
         click.option("--epochs", type=int, default=None, help="Override the preset's epochs."),
         click.option("--batch-size", type=int, default=None),
@@ -87,6 +93,10 @@ def run_options(fn):
         click.option("--train-size", type=int, default=None, help="Generated data: training images."),
         click.option("--test-size", type=int, default=None, help="Generated data: test images."),
         click.option("--seed", type=int, default=None, help="One run seed (default: the preset's seeds)."),
+        click.option("--seeds", default=None, metavar="LIST|COUNT",
+                     help="Training seeds: 0,1,2 or a count (3 = 0,1,2); the data seed stays fixed."),
+        click.option("--data-seed", type=int, default=None,
+                     help="Seed of the generated data, corruptions, perturbations and shifts (default 0)."),
         click.option("--device", default=None, help="cpu (default) or cuda[:N]."),
         click.option("--results", default=None, type=click.Path(), help="Result store (default ./results)."),
         click.option("--config", "--preset", "preset", default=None,
@@ -94,7 +104,18 @@ def run_options(fn):
         click.option("--executor", type=click.Choice(["sequential", "process", "slurm"]), default="sequential",
                      show_default=True, help="Where cells run."),
         click.option("--workers", type=int, default=2, show_default=True, help="Processes for --executor process."),
-        click.option("--threads", type=int, default=None, help="torch threads (default: torch's)."),
+        click.option("--threads", type=int, default=None,
+                     help="torch threads per process (default: POOLBENCH_THREADS, else the free cores "
+                          "shared among the workers)."),
+        click.option("--amp", type=click.Choice(["off", "bf16", "fp16"]), default=None,
+                     help="Mixed-precision training (default bf16 on CUDA, off on CPU); part of the recipe."),
+        click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True,
+                     help="Resume checkpoints at every epoch end and at most this many minutes apart."),
+        click.option("--loader-workers", type=int, default=None,
+                     help="DataLoader processes for training (default 0, image folders up to 8)."),
+        click.option("--eval-every", type=int, default=None,
+                     help="Epochs between learning-curve test errors (default 1; image folders 0: none)."),
+        click.option("--compile-training", is_flag=True, help="torch.compile the model for training."),
         click.option("--checkpoint", default=None, type=click.Path(),
                      help="Evaluate this trained model instead of training (one pool)."),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
@@ -113,16 +134,22 @@ def run_group():
 
 def execute_suite(suite_name: str, args: dict, options: dict):
     """Flags -> ``poolbench.run`` -> the table (or JSON) on stdout, notes and counts on stderr."""
-    flags = {k: v for k, v in args.items() if k not in ("pools", "as_json", "no_progress")}
+    flags = {k: v for k, v in args.items() if k not in ("pools", "as_json", "no_progress", "padding")}
+    if args.get("padding"):
+        # a backbone option: it rides in the model name, which configs, hashes and rows record
+        model = flags.get("model") or load_preset(flags.get("preset"))["train"].get("model", TrainConfig.model)
+        flags["model"] = model_spec(model, args["padding"])
     result = api.run(suite_name, list(args["pools"]), progress=not args["no_progress"],
                      command="poolbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                      **flags, **options)
     if not is_main_process():
         return
     if args["as_json"]:
-        click.echo(json.dumps(result.rows, indent=1, default=str))
+        table = result.table.reset_index() if result.table.index.name else result.table
+        click.echo(json.dumps({"rows": result.rows, "table": json.loads(table.to_json(orient="records"))},
+                              indent=1, default=str))
         return
-    click.echo(tabulate(result.table, headers="keys", tablefmt="github", floatfmt=".2f"))
+    click.echo(tabulate(compact(result.table), headers="keys", tablefmt="github", floatfmt=".2f"))
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     for r in result.errors:
@@ -142,11 +169,24 @@ def execute_suite(suite_name: str, args: dict, options: dict):
 @click.option("--subset", type=int, default=None, help="Test images to corrupt (default from the preset).")
 @click.option("--corruption-data", type=click.Path(), default=None,
               help="Official CIFAR-10-C/-100-C (.npy) or ImageNet-C (folders) instead of generated.")
-def run_robustness(reference, corruptions, severities, subset, corruption_data, **args):
+@click.option("--corruption-params", default=None,
+              type=click.Choice(["auto", "cifar", "tinyimagenet", "imagenet"]),
+              help="Parameter set of generated corruptions (default auto: CIFAR-10-C's near 32 px, "
+                   "Tiny-ImageNet-C's near 64, ImageNet-C's near 224).")
+@click.option("--corruption-engine", default=None, type=click.Choice(["auto", "torch", "reference"]),
+              help="Generator (default auto: torch for the corruptions tested equal to the reference).")
+@click.option("--unnormalized-over", default=None, type=click.Choice(["benchmark", "all"]),
+              help="Unnormalised mCE over the 15 benchmark corruptions (default) or all evaluated "
+                   "(the official script's mean over 19).")
+def run_robustness(reference, corruptions, severities, subset, corruption_data, corruption_params,
+                   corruption_engine, unnormalized_over, **args):
     """Corruption robustness: clean error, CE per corruption, mCE, relative and unnormalised mCE."""
     execute_suite("robustness", args, {"reference": reference, "corruptions": corruptions,
                                        "severities": severities, "subset": subset,
-                                       "corruption_data": corruption_data})
+                                       "corruption_data": corruption_data,
+                                       "corruption_params": corruption_params,
+                                       "corruption_engine": corruption_engine,
+                                       "unnormalized_over": unnormalized_over})
 
 
 @run_group.command("perturbation", context_settings=CONTEXT)
@@ -156,10 +196,18 @@ def run_robustness(reference, corruptions, severities, subset, corruption_data, 
 @click.option("--subset", type=int, default=None, help="Test images turned into sequences.")
 @click.option("--perturbation-data", type=click.Path(), default=None,
               help="Official CIFAR-10-P/-100-P (.npy files) instead of generated sequences.")
-def run_perturbation(reference, perturbations, subset, perturbation_data, **args):
+@click.option("--corruption-params", default=None,
+              type=click.Choice(["auto", "cifar", "tinyimagenet", "imagenet"]),
+              help="Schedule of generated sequences (default auto: CIFAR-P's near 32 px, "
+                   "Tiny-ImageNet-P's near 64, ImageNet-P's near 224).")
+@click.option("--difficulty", type=click.IntRange(1, 3), default=None,
+              help="ImageNet-P's temporal step: frames compared d apart (default 1; noise: vs frame 0).")
+def run_perturbation(reference, perturbations, subset, perturbation_data, corruption_params, difficulty,
+                     **args):
     """Perturbation stability: flip probability, FR/mFR and T5D/mT5D against a reference pool."""
     execute_suite("perturbation", args, {"reference": reference, "perturbations": perturbations,
-                                         "subset": subset, "perturbation_data": perturbation_data})
+                                         "subset": subset, "perturbation_data": perturbation_data,
+                                         "corruption_params": corruption_params, "difficulty": difficulty})
 
 
 @run_group.command("shift", context_settings=CONTEXT)
@@ -206,7 +254,10 @@ def run_segmentation(variants, no_reconstruction, **args):
 @click.pass_context
 def run_all(ctx, **args):
     """Every suite for the given pools: accuracy, robustness, perturbation, shift, efficiency,
-    segmentation (each reuses the trained models of the others)."""
+    segmentation (each reuses the trained models of the others), on 3 training seeds unless
+    --seed/--seeds says otherwise, so that every table measures training noise."""
+    if args.get("seed") is None and args.get("seeds") is None:
+        args = {**args, "seeds": "3"}
     failures = []
     for name, command in (("accuracy", run_accuracy), ("robustness", run_robustness),
                           ("perturbation", run_perturbation), ("shift", run_shift),
@@ -227,9 +278,11 @@ def run_all(ctx, **args):
 
 @run_group.command("accuracy", context_settings=CONTEXT)
 @run_options
-def run_accuracy(**args):
+@click.option("--reference", default=None,
+              help="Pool the differences are taken to, when the run has it (default max).")
+def run_accuracy(reference, **args):
     """Train each pool in the backbone and report top-1/top-5 error, parameters and cost."""
-    execute_suite("accuracy", args, {})
+    execute_suite("accuracy", args, {"reference": reference})
 
 
 @cli.command("report", context_settings=CONTEXT)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .ranges import bounded, check_ranges
 
 _REPO_PRESETS = Path(__file__).resolve().parents[1] / "suites"
 _INSTALLED_PRESETS = Path(sys.prefix) / "share" / "poolbench" / "suites"
@@ -25,34 +26,60 @@ DEFAULT_PRESET = "quick"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a trained model; its hash names the checkpoint."""
+    """Everything that determines a trained model; its hash names the checkpoint.
+
+    ``seed`` draws the initial weights and the data order; ``data_seed`` the data themselves
+    (the built-in generated sets, corrupted and perturbed copies, shift offsets), fixed across
+    the training seeds of a run so that every seed is evaluated on the same images (paired
+    intervals) and the sets are generated once. ``data_fingerprint`` says what the dataset held
+    (``poolbench.data.fingerprint``): set by ``poolbench.run`` so that a checkpoint or a stored
+    cell of other data is never reused.
+    """
 
     pool: str = "max"
     model: str = "convnet"
     policy: str | None = None
     dataset: str = "shapes"
-    train_size: int | None = None
-    test_size: int | None = None
-    epochs: int = 6
-    batch_size: int = 128
+    train_size: int | None = bounded(None, low=1)
+    test_size: int | None = bounded(None, low=1)
+    epochs: int = bounded(6, low=1)
+    batch_size: int = bounded(128, low=1)
     optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
+    lr: float = bounded(0.05, low=0, low_open=True)
+    momentum: float = bounded(0.9, low=0, high=1, high_open=True)
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = bounded(5e-4, low=0)
     schedule: str = "cosine"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
-    seed: int = 0
+    milestones: tuple[int, ...] = bounded((), low=1)
+    gamma: float = bounded(0.1, low=0, low_open=True)
+    warmup_epochs: int = bounded(0, low=0)
+    label_smoothing: float = bounded(0.0, low=0, high=1, high_open=True)
+    seed: int = bounded(0, low=0)
+    data_seed: int = bounded(0, low=0)
+    data_fingerprint: str = ""
+    amp: str = "off"  # mixed precision of training: off (float32), bf16 or fp16 autocast
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in _INT_FIELDS and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UsageError(f"{f.name} must be an integer, got {value!r} (--{f.name.replace('_', '-')})")
+        check_ranges(self)
+        if self.amp not in ("off", "bf16", "fp16"):
+            raise UsageError(f"unknown amp {self.amp!r}; choose off, bf16 or fp16 (--amp)")
+        if self.train_size is not None and self.train_size < self.batch_size:
+            raise UsageError(f"train_size {self.train_size} is smaller than one batch of {self.batch_size}: "
+                             f"lower --batch-size to {self.train_size} or less, or raise --train-size")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
+        if d["amp"] == "off":  # float32, what every recipe trained with before amp existed:
+            del d["amp"]       # left out, so that their configs and hashes stay as they were
         return d
 
 
+_INT_FIELDS = {"train_size", "test_size", "epochs", "batch_size", "warmup_epochs", "seed", "data_seed"}
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 _FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)}
 

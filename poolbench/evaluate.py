@@ -50,3 +50,11 @@ def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: 
     if not logits:
         raise UsageError("the test set is empty; check the dataset and --test-size")
     return torch.cat(logits), torch.cat(labels)
+
+
+def top_classes(logits: torch.Tensor, k: int = 5) -> np.ndarray:
+    """The ``k`` most likely classes of every image, best first: what the stored predictions
+    hold (top-1 and top-5 error, flip and top-5 distance follow from it)."""
+    k = min(k, logits.shape[1])
+    top = torch.topk(logits, k, dim=1).indices.numpy()
+    return top.astype(np.int16 if logits.shape[1] <= np.iinfo(np.int16).max else np.int32)

@@ -15,6 +15,7 @@ def pool_rows(pattern: str = "*", channels: int = 64) -> list[dict]:
             "name": spec.name,
             "paper": spec.paper.short() if spec.paper else "",
             "year": spec.year,
+            "licence": spec.licence,
             "params": None,
             "buffers": None,
             "stochastic": spec.stochastic,
@@ -32,7 +33,7 @@ def pool_rows(pattern: str = "*", channels: int = 64) -> list[dict]:
         rows.append(row)
     for failure in plugin_failures():
         rows.append({
-            "name": failure.name, "paper": "", "year": None, "params": None, "buffers": None,
+            "name": failure.name, "paper": "", "year": None, "licence": "", "params": None, "buffers": None,
             "stochastic": False, "invertible": False, "source": failure.source,
             "version": failure.version, "status": "broken", "error": failure.error,
         })

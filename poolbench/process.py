@@ -71,6 +71,61 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def worker_devices(device: str, workers: int, count: int | None = None) -> list[str]:
+    """The device of each of ``workers`` worker processes: with plain ``cuda`` worker i gets
+    ``cuda:i`` (one model per GPU; round robin when there are more workers than the ``count``
+    GPUs visible); an explicit ``cuda:K``, ``cpu`` or ``mps`` is every worker's."""
+    if device != "cuda":
+        return [device] * workers
+    count = torch.cuda.device_count() if count is None else count
+    if count < 1:
+        raise UsageError("--device cuda asked for, but no CUDA device is visible; use --device cpu")
+    return [f"cuda:{i % count}" for i in range(workers)]
+
+
+def free_cores() -> int:
+    """Cores this process may use (its affinity) less those other processes keep busy (the
+    one-minute load average, rounded), at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0] + 0.5)
+    except OSError:
+        busy = 0
+    return max(1, cores - min(busy, cores - 1))
+
+
+def default_threads(workers: int = 1) -> int:
+    """torch threads per process when --threads is not given: POOLBENCH_THREADS, else the count
+    torch took from OMP_NUM_THREADS, else the free cores shared among ``workers`` processes.
+    More threads than free cores collapses throughput (every op waits for its slowest thread,
+    which waits for a core), so the default never oversubscribes."""
+    env = os.environ.get("POOLBENCH_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise UsageError(f"POOLBENCH_THREADS must be a positive integer, got {env!r}") from None
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, torch.get_num_threads() // max(1, workers))
+    # torchrun's processes on this machine share its cores too
+    sharing = max(1, workers) * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, free_cores() // sharing)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to ``count`` for the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield count
+    finally:
+        torch.set_num_threads(before)
+
+
 def memory_format_for(device: str) -> torch.memory_format:
     # channels_last is several times faster for convolutions and pooling on CPU and on
     # recent GPUs (liftpool.md, measured speed facts).

@@ -24,11 +24,13 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .errors import PluginError, PoolOptionError, UnknownPoolError, UsageError
+from .errors import PluginError, PoolOptionError, UnknownPoolError, UsageError, one_line
 from .specs import format_spec, format_value, normalize_name, parse_spec
 
 ENTRY_POINT_GROUP = "poolbench.pools"
 BUILTIN_SOURCE = "built-in"
+# every built-in is written from its paper for poolbench, so it carries poolbench's licence
+BUILTIN_LICENCE = "MIT"
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class PoolSpec:
     constant_gain: float | None = None  # a constant map c becomes gain * c (None: no such property)
     convex: bool = False              # output within the window's min and max
     notes: str = ""
+    licence: str = ""                 # licence of this implementation (built-ins: poolbench's)
     source: str = BUILTIN_SOURCE      # "built-in", a distribution name, or "file:PATH" / "module:NAME"
     version: str = ""
 
@@ -137,7 +140,8 @@ def register_pool(name: str, *, override: bool = False, **metadata: Any):
     """Decorator registering ``factory(channels, **options) -> nn.Module`` under ``name``.
 
     ``metadata`` are PoolSpec fields (display_name, paper, stochastic, invertible,
-    shape_policy, constant_gain, convex, notes). ``paper`` may be a Paper or a dict.
+    shape_policy, constant_gain, convex, notes, licence). ``paper`` may be a Paper or a dict;
+    a built-in's licence defaults to poolbench's own (``BUILTIN_LICENCE``).
     """
     bad = set(metadata) - {f.name for f in dataclasses.fields(PoolSpec)} - {"factory", "name"}
     if bad:
@@ -151,7 +155,8 @@ def register_pool(name: str, *, override: bool = False, **metadata: Any):
         source, version = (
             _current_source[-1] if _current_source else (BUILTIN_SOURCE, _poolbench_version())
         )
-        fields = {"source": source, "version": version, "display_name": name, **metadata}
+        fields = {"source": source, "version": version, "display_name": name,
+                  **({"licence": BUILTIN_LICENCE} if source == BUILTIN_SOURCE else {}), **metadata}
         _add(PoolSpec(name=normalize_name(name), factory=factory, **fields), override)
         return factory
 
@@ -197,8 +202,11 @@ def _ensure_loaded() -> None:
 
 
 def _record_failure(name: str, source: str, version: str, exc: BaseException) -> None:
-    msg = f"{type(exc).__name__}: {exc}".strip()
+    msg = one_line(exc, with_type=True)
     _FAILURES.append(PluginFailure(name=name, source=source, version=version, error=msg))
+    # once per plugin and process: its pools are missing, and "unknown pool" alone misleads
+    print(f"poolbench: warning: plugin {name} ({source}) failed to load: {msg}; "
+          "its pools are unavailable (`poolbench pools` lists the failures)", file=sys.stderr)
 
 
 def _load_entry_points() -> None:
@@ -307,8 +315,9 @@ def get_spec(name: str) -> PoolSpec:
     if spec is None:
         close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
+        failed = "".join(f"; plugin {f.name} ({f.source}) failed to load: {f.error}" for f in _FAILURES)
         raise UnknownPoolError(
-            f"unknown pool {key!r}{hint} (`poolbench pools` lists the {len(_REGISTRY)} registered)"
+            f"unknown pool {key!r}{hint}{failed} (`poolbench pools` lists the {len(_REGISTRY)} registered)"
         )
     return spec
 

@@ -7,20 +7,26 @@ config-hash store, so every executor is resumable: a rerun skips finished cells.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import enum
 import hashlib
 import multiprocessing
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from . import registry
+from .atomic import remove_stale_temps
+from .checkpoint import save_now
+from .engine import TrainSettings, using_settings
 from .errors import PoolbenchError, UsageError, one_line
-from .process import barrier, dist_info, is_main_process
-from .store import ResultStore, config_hash, provenance
+from .lifeline import exit_with_parent
+from .process import (barrier, default_threads, dist_info, file_lock, is_main_process, torch_threads,
+                      worker_devices)
+from .store import Measured, ResultStore, config_hash, provenance
 from .suites import get_suite
 
 
@@ -52,6 +58,17 @@ class RunContext:
     extra: dict = field(default_factory=dict)
     plugins: tuple = ()  # plugin files/modules to load again in worker processes and jobs
     checkpoint_pool: str | None = None  # the pool whose cells use --checkpoint (None: every cell)
+    # how models train here (engine.TrainSettings)
+    checkpoint_minutes: float = 10.0
+    compile_training: bool = False
+    loader_workers: int | None = None
+    eval_every: int | None = None
+    check_every: int | None = None
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(checkpoint_minutes=self.checkpoint_minutes, compile=self.compile_training,
+                             loader_workers=self.loader_workers, eval_every=self.eval_every,
+                             check_every=self.check_every)
 
     def checkpoint_for(self, cell: dict) -> str | None:
         """The --checkpoint file for this cell: only the named pool's, never the reference's."""
@@ -73,29 +90,63 @@ def cell_hash(suite: str, cell: dict) -> str:
     return config_hash({"suite": suite, **cell})
 
 
-def _execute(suite_name: str, cell: dict, ctx: RunContext) -> list[dict]:
-    """Run one cell and write its rows (rank 0 only under torchrun). Used by every executor."""
-    if ctx.threads:
-        torch.set_num_threads(ctx.threads)
+def _execute(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], bool]:
+    """Run one cell and write its rows (rank 0 only under torchrun): (rows, computed here).
+    Used by every executor.
+
+    Under the cell's lock in the store: a second run of the same cell (another command, another
+    worker) waits for the first and reads its rows instead of computing them again."""
+    if _WORKER.get("device"):  # this worker's own GPU (--device cuda --workers N)
+        ctx = replace(ctx, device=_WORKER["device"])
+    with torch_threads(ctx.threads or _threads_here(1)), using_settings(ctx.train_settings()):
+        return _execute_here(suite_name, cell, ctx)
+
+
+def _execute_here(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], bool]:
     if ctx.plugins:  # a fresh worker process knows only built-in and entry-point pools
         for item in ctx.plugins:
             registry.load_plugin(item)
-    suite = get_suite(suite_name)
+    store = ResultStore(ctx.results)
     chash = cell_hash(suite_name, cell)
+    # torchrun ranks compute one cell together: a lock per rank would deadlock them
+    lock = file_lock(store.path(suite_name, chash).with_name(f".{chash}")) if dist_info()[1] == 1 \
+        else contextlib.nullcontext()
+    with lock:
+        stored = _finished(store, suite_name, chash)
+        if stored is not None:
+            return stored, False
+        measured = _measure(suite_name, cell, ctx, chash)
+        if dist_info()[0] == 0:
+            store.write(suite_name, chash, {"suite": suite_name, **cell}, measured.rows, measured.arrays)
+    return measured.rows, True
+
+
+def _finished(store: ResultStore, suite_name: str, chash: str) -> list[dict] | None:
+    """The stored rows of a cell that finished without an error, else None."""
+    if not store.has(suite_name, chash):
+        return None
+    rows = store.read(suite_name, chash)
+    return None if any(r.get("error") for r in rows) else rows
+
+
+def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measured:
+    suite = get_suite(suite_name)
     try:
-        rows = suite.run_cell(cell, ctx)
+        out = suite.run_cell(cell, ctx)
     except UsageError:
         raise
     except PoolbenchError as exc:  # e.g. training diverged: an error row, never a silent number
-        rows = [suite.error_row(cell, ctx, str(exc))]
+        out = [suite.error_row(cell, ctx, str(exc))]
+    rows, arrays = (out.rows, out.arrays) if isinstance(out, Measured) else (out, {})
+    # what the data was (poolbench.data.fingerprint) goes into every row of the cell
+    prints = {k: v for k, v in cell.items() if k.endswith("_fingerprint")}
+    if "data_fingerprint" in cell.get("train", {}):
+        prints["data_fingerprint"] = cell["train"]["data_fingerprint"]
     base = {
         "suite": suite_name, "config_hash": chash, "device": ctx.device,
-        "threads": torch.get_num_threads(), "world_size": dist_info()[1], **provenance(),
+        "threads": torch.get_num_threads(), "world_size": dist_info()[1], **prints, **provenance(),
     }
-    rows = [{**base, **row} for row in rows]
-    if dist_info()[0] == 0:
-        ResultStore(ctx.results).write(suite_name, chash, {"suite": suite_name, **cell}, rows)
-    return rows
+    return Measured([{**base, **row} for row in rows], arrays)
 
 
 def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str = "sequential",
@@ -114,14 +165,20 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     todo, rows_by_index, skipped, retried = [], {}, 0, 0
     for i, cell in enumerate(cells):
         chash = cell_hash(suite_name, cell)
-        if store.has(suite_name, chash):
-            stored = store.read(suite_name, chash)
-            if not any(r.get("error") for r in stored):
-                rows_by_index[i] = stored
-                skipped += 1
-                continue
-            retried += 1  # a failed cell is not finished: run it again
+        stored = _finished(store, suite_name, chash)
+        if stored is not None:
+            rows_by_index[i] = stored
+            skipped += 1
+            continue
+        retried += store.has(suite_name, chash)  # a failed cell is not finished: run it again
         todo.append((i, cell))
+    if todo and is_main_process():
+        # before any work: a store that cannot take the results fails now, not after training
+        problem = store.unwritable(suite_name)
+        if problem:
+            raise UsageError(f"{len(todo)} of {len(cells)} {suite_name} cells must be computed but "
+                             f"{problem}: pass --results DIR with a writable folder")
+        remove_stale_temps(store.root / suite_name)
     # every process has listed the store before any writes to it (torchrun)
     barrier()
     if is_main_process():
@@ -132,26 +189,83 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     if executor in ("process", "slurm") and not ctx.plugins:
         ctx = RunContext(**{**asdict(ctx), "plugins": _loaded_plugins()})
 
-    failed = 0
+    outcomes = {}
     if executor == "sequential" or not todo:
         for i, cell in todo:
-            rows_by_index[i] = _execute(suite_name, cell, ctx)
+            outcomes[i] = _execute(suite_name, cell, ctx)
             barrier()
     elif executor == "process":
         workers = max(1, min(ctx.workers, len(todo)))
-        threads = ctx.threads or max(1, (os.cpu_count() or 1) // workers)
+        # the free cores shared out, so that the workers never oversubscribe them
+        threads = ctx.threads or _threads_here(workers)
         wctx = RunContext(**{**asdict(ctx), "threads": threads, "progress": False})
-        spawn = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
+        with worker_pool(workers, worker_devices(ctx.device, workers)) as pool:
             futures = {pool.submit(_execute, suite_name, cell, wctx): i for i, cell in todo}
             for fut in cf.as_completed(futures):
-                rows_by_index[futures[fut]] = fut.result()
-                log(f"{suite_name}: cell {len(rows_by_index)}/{len(cells)} done")
+                outcomes[futures[fut]] = fut.result()
+                log(f"{suite_name}: cell {skipped + len(outcomes)}/{len(cells)} done")
     else:
-        rows_by_index.update(_run_slurm(suite_name, todo, ctx, log))
+        outcomes.update(_run_slurm(suite_name, todo, ctx, log))
+    reused = sum(1 for _, computed in outcomes.values() if not computed)
+    if reused and is_main_process():
+        log(f"{suite_name}: {reused} cells were computed meanwhile by another run, reused")
+    rows_by_index.update({i: rows for i, (rows, _) in outcomes.items()})
     rows = [r for i in sorted(rows_by_index) for r in rows_by_index[i]]
     failed = sum(1 for r in rows if r.get("error"))
-    return RunReport(rows=rows, computed=len(todo), skipped=skipped, failed=failed)
+    return RunReport(rows=rows, computed=len(todo) - reused, skipped=skipped + reused, failed=failed)
+
+
+_WORKER: dict = {}  # in a process-executor worker: {"device": the device its cells use}
+_THREADS: dict = {}  # workers -> the default thread count, measured once per process
+
+
+def _threads_here(workers: int) -> int:
+    """``process.default_threads`` measured the first time this process asks: later, the load
+    average counts this process's own training (``run all``, a session running suites)."""
+    if workers not in _THREADS:
+        _THREADS[workers] = default_threads(workers)
+    return _THREADS[workers]
+
+
+def worker_pool(workers: int, devices: list[str]) -> cf.ProcessPoolExecutor:
+    """``workers`` spawned processes; each takes one of ``devices`` when it starts, and exits
+    when this process dies."""
+    spawn = multiprocessing.get_context("spawn")
+    queue = spawn.Queue()
+    for device in devices:
+        queue.put(device)
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=spawn, initializer=_init_worker,
+                                  initargs=(os.getpid(), queue))
+
+
+def _init_worker(run_pid: int, devices) -> None:
+    exit_with_parent(run_pid)
+    device = devices.get()
+    _WORKER["device"] = device
+    if device.startswith("cuda:") and torch.cuda.is_available():
+        torch.cuda.set_device(device)
+
+
+def worker_device() -> str | None:
+    """The device of this worker process (None outside a process-executor worker)."""
+    return _WORKER.get("device")
+
+
+class CellJob:
+    """One cell as a submitit job that survives preemption and time-outs (submitit's
+    checkpointing protocol: it calls ``checkpoint`` on the signal Slurm sends before it preempts
+    or stops the job). The running training writes its resume checkpoint at once if it is between
+    two steps (else its last periodic one stands), and the job is requeued with the same
+    arguments, so that it resumes from there."""
+
+    def __call__(self, suite_name: str, cell: dict, ctx: RunContext):
+        return _execute(suite_name, cell, ctx)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        save_now()
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 def _file_sha256(path: str) -> str:
@@ -179,9 +293,10 @@ def _run_slurm(suite_name: str, todo, ctx: RunContext, log) -> dict:
     cluster = slurm.pop("cluster", None)  # "local" runs the jobs as local processes (for tests)
     folder = Path(ctx.results) / ".slurm"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    ex.update_parameters(**({"timeout_min": 60} | slurm))
+    defaults = {"timeout_min": 60} | ({"gpus_per_node": 1} if ctx.device.startswith("cuda") else {})
+    ex.update_parameters(**(defaults | slurm))
     wctx = RunContext(**{**asdict(ctx), "progress": False})
-    jobs = [(i, ex.submit(_execute, suite_name, cell, wctx)) for i, cell in todo]
+    jobs = [(i, ex.submit(CellJob(), suite_name, cell, wctx)) for i, cell in todo]
     log(f"{suite_name}: submitted {len(jobs)} jobs to {ex.cluster} (logs in {folder})")
     out = {}
     for i, job in jobs:

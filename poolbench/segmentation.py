@@ -70,13 +70,20 @@ def _to_float(images) -> torch.Tensor:
 
 @torch.no_grad()
 def segmentation_confusion(model, images: np.ndarray, masks: np.ndarray, num_classes: int,
-                           device: str = "cpu", batch_size: int = 128, progress: bool = False) -> np.ndarray:
-    """(classes, classes) confusion matrix (rows: target) of ``model``'s per-pixel argmax."""
+                           device: str = "cpu", batch_size: int = 128,
+                           progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The (classes, classes) confusion matrix (rows: target) of ``model``'s per-pixel argmax,
+    and per image the pixel counts (N, 3, classes) of [predicted and target, predicted, target]
+    per class: the stored predictions that mIoU and its interval are views of."""
     model.eval()
     fmt = memory_format_for(device)
     conf = np.zeros((num_classes, num_classes), np.int64)
+    counts = np.zeros((len(images), 3, num_classes), np.int32)
     for i in tqdm(range(0, len(images), batch_size), disable=not progress, desc="eval segnet", leave=False):
         x = _to_float(images[i:i + batch_size]).to(device).contiguous(memory_format=fmt)
         pred = model(x).argmax(1).cpu().numpy()
-        conf += confusion_matrix(pred, masks[i:i + batch_size], num_classes, ignore_index=IGNORE_INDEX)
-    return conf
+        for j, (p, m) in enumerate(zip(pred, masks[i:i + batch_size])):
+            per = confusion_matrix(p[None], m[None], num_classes, ignore_index=IGNORE_INDEX)
+            conf += per
+            counts[i + j] = (np.diag(per), per.sum(axis=0), per.sum(axis=1))
+    return conf, counts

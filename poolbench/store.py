@@ -1,25 +1,31 @@
 """Result store: tidy rows, one JSON file per cell named by its config hash, atomic writes.
 
-Layout: ``<results>/<suite>/<config_hash>.json`` holding ``{"cell": {...}, "rows": [...]}``.
-A cell's file appears complete or not at all (written to a temporary file, then renamed),
-so a killed run loses at most the cell in progress and a rerun skips finished cells.
+Layout: ``<results>/<suite>/<config_hash>.json`` holding ``{"cell": {...}, "rows": [...]}``,
+and beside it ``<config_hash>.npz`` with the cell's per-image predictions (numpy arrays, never
+pickle), the raw data every metric and interval is computed from. A cell's files appear
+complete or not at all (written to a temporary file, then renamed; the predictions before the
+rows), so a killed run loses at most the cell in progress and a rerun skips finished cells.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
 import os
 import platform
 import subprocess
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_open, atomic_write_text
 from .canonical import json_default, digest
 from .errors import UsageError
 
@@ -68,6 +74,15 @@ def provenance() -> dict:
     }
 
 
+@dataclass
+class Measured:
+    """What a suite's ``run_cell`` measured: tidy rows and the per-image arrays they came from
+    (name -> array; rows name theirs in the ``predictions`` column)."""
+
+    rows: list[dict]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 def make_row(base: dict, metric: str, value: float | None, unit: str = "", n: int | None = None,
              **extra) -> dict:
     row = {**base, "metric": metric, "value": None if value is None else float(value),
@@ -87,10 +102,50 @@ class ResultStore:
     def has(self, suite: str, chash: str) -> bool:
         return self.path(suite, chash).is_file()
 
-    def write(self, suite: str, chash: str, cell: dict, rows: list[dict]) -> Path:
+    def unwritable(self, suite: str) -> str | None:
+        """Why rows of ``suite`` cannot be written here (read-only, not a folder), else None.
+        Tried, not inferred from permission bits, which say nothing to root or on a read-only
+        mount; folders the probe had to make are removed again."""
+        folder = self.path(suite, "x").parent
+        missing = []
+        while not folder.exists() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        made = []
+        try:
+            for d in reversed(missing):
+                d.mkdir()
+                made.append(d)
+            with tempfile.TemporaryFile(dir=self.path(suite, "x").parent):
+                pass
+        except OSError as exc:
+            return f"the result store {self.root} is not writable ({exc.strerror or exc})"
+        finally:
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        return None
+
+    def write(self, suite: str, chash: str, cell: dict, rows: list[dict],
+              arrays: dict[str, np.ndarray] | None = None) -> Path:
         path = self.path(suite, chash)
+        if arrays:  # first: rows that exist always have their predictions
+            with atomic_open(path.with_suffix(".npz"), "wb") as fh:
+                np.savez_compressed(fh, **arrays)
         atomic_write_text(path, json.dumps({"cell": cell, "rows": rows}, indent=1, default=json_default))
         return path
+
+    def arrays(self, suite: str, chash: str) -> dict[str, np.ndarray]:
+        """The per-image predictions of a cell ({} for cells stored without them)."""
+        path = self.path(suite, chash).with_suffix(".npz")
+        if not path.is_file():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"prediction file {path} is unreadable ({exc}); delete it and its "
+                             f"{path.with_suffix('.json').name}, and run again") from exc
 
     def read(self, suite: str, chash: str) -> list[dict]:
         return _read_rows(self.path(suite, chash))

@@ -1,17 +1,21 @@
-"""Training: seeded SGD recipes, auxiliary pooling losses, checkpoint cache, torchrun/DDP.
+"""Training: seeded SGD recipes, auxiliary pooling losses, checkpoint cache, exact resume, DDP.
 
 One loop trains every model poolbench trains; a :class:`Task` says what differs between kinds
 of model (how the model is built, its task loss, how a run is named): ``CLASSIFICATION`` here,
 the SegNet's in ``poolbench.segmentation``. A checkpoint is cached under the hash of its
 TrainConfig, so every suite reuses one trained model per (pool, model, dataset, training
-options, seed). Under torchrun the model trains with DistributedDataParallel across the
-processes; rank 0 alone writes checkpoints and results.
+options, seed). While a model trains, its progress is kept in a resume checkpoint
+(``poolbench.checkpoint``): the same command run again after a crash, a ``kill -9`` or a
+preemption continues where it stopped and ends with the same weights, bit for bit on CPU.
+Under torchrun the model trains with DistributedDataParallel across the processes; rank 0 alone
+writes checkpoints and results. How it runs here (mixed precision, loader workers, checkpoint
+interval...) is ``engine.TrainSettings``, outside the hash.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +26,21 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_open, atomic_write_text, remove_stale_temps
 from .auxiliary import auxiliary_loss
+from .checkpoint import (Saver, StaleState, live, read_state, remove_state, restore, state_path,
+                         training_state)
 from .config import TrainConfig, cache_dir
 from .data import load_dataset
+from .engine import (DivergenceWatch, EpochSums, Precision, TrainSettings, agree, current_settings,
+                     train_loader)
 from .errors import PoolbenchError, UsageError, one_line
+from .evaluate import predict_dataset
+from .metrics import topk_error
 from .models import create_model
 from .pools.base import no_weight_decay_parameters
 from .process import barrier, dist_info, file_lock, memory_format_for, seed_everything
-from .store import atomic_write_text, config_hash
+from .store import config_hash
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -43,7 +54,7 @@ class TrainingDiverged(PoolbenchError):
 @dataclass
 class TrainResult:
     model: nn.Module
-    info: dict          # train_time_s, images_per_s, final losses, epochs, from_cache, checkpoint
+    info: dict          # train_time_s, images_per_s, final losses, epochs, history, from_cache, checkpoint
     num_classes: int
 
 
@@ -96,7 +107,7 @@ def load_bundle(cfg: TrainConfig, data_root: str | None = None):
         if not data_root:
             raise UsageError("dataset 'imagefolder' needs --data-root PATH (a tree with train/ and val/)")
         name = f"imagefolder:{data_root}"
-    return load_dataset(name, root=data_root, seed=cfg.seed, train_size=cfg.train_size,
+    return load_dataset(name, root=data_root, seed=cfg.data_seed, train_size=cfg.train_size,
                         test_size=cfg.test_size)
 
 
@@ -108,99 +119,177 @@ class Task:
 
     ``build(cfg, bundle)`` makes the untrained model (also the one a checkpoint is loaded into);
     ``loss(logits, targets, cfg)`` is the task loss (the pools' auxiliary losses are added to it);
-    ``describe(cfg)`` names a run in progress bars and errors.
+    ``describe(cfg)`` names a run in progress bars and errors; ``evaluate(model, bundle,
+    device)``, if given, measures the learning curve's test points ({"test_error": %}).
     """
 
     build: Callable[[TrainConfig, Any], nn.Module]
     loss: Callable[[torch.Tensor, torch.Tensor, TrainConfig], torch.Tensor]
     describe: Callable[[TrainConfig], str]
+    evaluate: Callable[[nn.Module, Any, str], dict] | None = None
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
 
 
+def classification_error(model: nn.Module, bundle, device: str) -> dict:
+    logits, labels = predict_dataset(model, bundle.test, device)
+    return {"test_error": 100 * topk_error(logits, labels, 1)}
+
+
 CLASSIFICATION = Task(build=build_model, loss=classification_loss,
-                      describe=lambda cfg: f"{cfg.pool} on {cfg.model}")
+                      describe=lambda cfg: f"{cfg.pool} on {cfg.model}", evaluate=classification_error)
 
 
 # --- training ---------------------------------------------------------------------------------
 
 def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-          workers: int = 0, task: Task = CLASSIFICATION) -> TrainResult:
-    """Train one ``task`` model from scratch with the recipe in ``cfg``; deterministic for a seed.
+          workers: int | None = None, task: Task = CLASSIFICATION,
+          settings: TrainSettings | None = None, resume: Path | None = None) -> TrainResult:
+    """Train one ``task`` model with the recipe in ``cfg``; deterministic for a seed.
 
     The RNG is used in a fixed order (seed, model init, optimizer, data order), so a seed gives
     the same weights on the same machine; under torchrun the processes train one model with DDP.
+    ``resume``: the resume checkpoint to continue from if it exists and to keep up to date
+    (None: no checkpoints). ``workers``: DataLoader processes (default from ``settings``).
     """
+    settings = settings or current_settings()
+    state = read_state(resume) if resume is not None else None
     rank, world = dist_info()
+    if state is not None and state.get("world") != world:
+        state = None  # the data order of another world size: start again
+    threads = torch.get_num_threads()
+    if state is not None and device == "cpu":
+        # the thread count changes how CPU kernels split their sums: the run continued keeps
+        # the count it started with, so that its weights are the uninterrupted run's
+        torch.set_num_threads(int(state["threads"]))
+    try:
+        try:
+            return _train(cfg, bundle, device, progress, workers, task, settings, resume, state, rank, world)
+        except StaleState:  # written by another version of the model: start again
+            return _train(cfg, bundle, device, progress, workers, task, settings, resume, None, rank, world)
+    except TrainingDiverged:
+        if resume is not None and rank == 0:
+            remove_state(resume)  # a rerun starts over instead of diverging again from here
+        raise
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg, bundle, device, progress, workers, task, settings, resume, state, rank, world):
     seed_everything(cfg.seed)
     model = task.build(cfg, bundle).to(device)
     fmt = memory_format_for(device)
     model = model.to(memory_format=fmt)
     optimizer = build_optimizer(model, cfg)
+    precision = Precision(cfg.amp, device)
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    if world > 1:
-        sampler = torch.utils.data.DistributedSampler(bundle.train, num_replicas=world, rank=rank,
-                                                      shuffle=True, seed=cfg.seed, drop_last=True)
-        loader = torch.utils.data.DataLoader(bundle.train, batch_size=max(cfg.batch_size // world, 1),
-                                             sampler=sampler, num_workers=workers, drop_last=True)
-    else:
-        sampler = None
-        loader = torch.utils.data.DataLoader(bundle.train, batch_size=cfg.batch_size, shuffle=True,
-                                             generator=generator, num_workers=workers, drop_last=True)
+    if settings.compile:
+        net = torch.compile(net)
+    if workers is None:
+        workers = settings.loader_workers_for(cfg.dataset)
+    loader, sampler, generator = train_loader(bundle.train, cfg.batch_size, cfg.seed, rank, world,
+                                              workers, device)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of "
                          f"{cfg.batch_size}; lower --batch-size or raise --train-size")
 
+    pos = {"epoch": 0, "step": 0, "generator": generator.get_state(), "epoch_sums": EpochSums()}
+    history, elapsed, seen, resumed_from = [], 0.0, 0, None
+    if state is not None:
+        restore(state, model, optimizer, precision.scaler, rank)  # the RNG last
+        pos.update(epoch=state["epoch"], step=state["step"], generator=state["generator"],
+                   epoch_sums=EpochSums(state["sums"]))
+        history, elapsed, seen = list(state["history"]), float(state["elapsed_s"]), int(state["seen"])
+        resumed_from = {"epoch": state["epoch"], "step": state["step"]}
+
+    def snapshot() -> dict:
+        return training_state(model, optimizer, precision.scaler, world, config=cfg.to_dict(),
+                              epoch=pos["epoch"], step=pos["step"], generator=pos["generator"],
+                              sums=pos["epoch_sums"].state(), history=history, seen=seen,
+                              elapsed_s=elapsed + (time.perf_counter() - clock if clock is not None else 0.0))
+
     name = task.describe(cfg)
+    watch = DivergenceWatch(device, settings.check_every_for(device))
+    eval_every = settings.eval_every_for(cfg.dataset) if task.evaluate is not None else 0
+    saver = Saver(resume, settings.checkpoint_minutes, snapshot, write=rank == 0, collective=world > 1)
     net.train()
-    seen, start = 0, time.perf_counter()
-    task_loss = aux_terms = None
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, disable=not progress or rank != 0,
-               desc=f"train {name}", unit="it", leave=False, mininterval=1.0)
-    for epoch in range(cfg.epochs):
-        if sampler is not None:
+    loss = terms = None
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=pos["epoch"] * steps_per_epoch + pos["step"],
+               disable=not progress or rank != 0, desc=f"train {name}", unit="it", leave=False,
+               mininterval=1.0)
+
+    def stop_if_diverged() -> None:
+        bad = watch.first_bad(world)
+        if bad is not None:
+            bar.close()
+            g, value = bad
+            where = f"epoch {g // steps_per_epoch + 1} step {g % steps_per_epoch + 1}" if g >= 0 else "a step"
+            raise TrainingDiverged(f"training {name} diverged at {where} (loss {value}); "
+                                   "lower --lr or check the operator")
+
+    clock = None
+    with live(saver):
+        for epoch in range(pos["epoch"], cfg.epochs):
             sampler.set_epoch(epoch)
-        for step, (images, labels) in enumerate(loader):
-            lr = lr_at(cfg, epoch + step / steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
-            labels = labels.to(device, non_blocking=True)
-            logits = net(images)
-            loss = task.loss(logits, labels, cfg)
-            aux, terms = auxiliary_loss(model)
-            total = loss + aux
-            bad = not bool(torch.isfinite(total.detach()))
-            if world > 1:  # every rank stops together, or the others hang in the next all-reduce
-                flag = torch.tensor(float(bad), device=device)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                bad = bool(flag.item())
-            if bad:
-                bar.close()
-                raise TrainingDiverged(
-                    f"training {name} diverged at epoch {epoch + 1} step {step + 1} "
-                    f"(loss {float(total.detach())}); lower --lr or check the operator"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            seen += images.shape[0]
-            task_loss, aux_terms = float(loss.detach()), terms
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{task_loss:.3f}", **{k: f"{v:.3g}" for k, v in terms.items()})
+            generator.set_state(pos["generator"])  # this epoch's order (again, when resumed)
+            sampler.skip = pos["step"] * loader.batch_size
+            batches = iter(loader)
+            clock = time.perf_counter()
+            for step in range(pos["step"], steps_per_epoch):
+                saver.safe = False  # from here to the end of the step the state is in flux
+                images, labels = next(batches)
+                g = epoch * steps_per_epoch + step
+                lr = lr_at(cfg, epoch + step / steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+                labels = labels.to(device, non_blocking=True)
+                with precision.autocast():
+                    logits = net(images)
+                    loss = task.loss(logits, labels, cfg)
+                    aux, terms = auxiliary_loss(model, as_tensors=True)
+                total = loss + aux
+                watch.observe(total, g)
+                if watch.due(g):
+                    stop_if_diverged()
+                optimizer.zero_grad(set_to_none=True)
+                precision.step(total, optimizer)
+                seen += images.shape[0]
+                pos["epoch_sums"].add(loss, terms)
+                pos["step"] = step + 1
+                bar.update(1)
+                if not bar.disable and step % 10 == 0:
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}",
+                                    **{k: f"{float(v):.3g}" for k, v in terms.items()})
+                saver.safe = True
+                if resume is not None and step + 1 < steps_per_epoch and (
+                        saver.due(False) if world == 1 else watch.due(g) and agree(saver.due(False), device)):
+                    stop_if_diverged()  # never a checkpoint of diverged weights
+                    elapsed, clock = elapsed + time.perf_counter() - clock, None
+                    saver.save()
+                    clock = time.perf_counter()
+            elapsed, clock = elapsed + time.perf_counter() - clock, None
+            saver.safe = False
+            stop_if_diverged()
+            point = pos["epoch_sums"].point(epoch + 1, lr)  # the rate of the epoch's last step
+            if eval_every and rank == 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs):
+                with torch.random.fork_rng(devices=[]):  # an evaluation loader draws a seed
+                    point.update(task.evaluate(model, bundle, device))
+                net.train()
+            history.append(point)
+            pos.update(epoch=epoch + 1, step=0, generator=generator.get_state(), epoch_sums=EpochSums())
+            if resume is not None and epoch + 1 < cfg.epochs:
+                saver.save()
+            saver.safe = True
     bar.close()
-    elapsed = time.perf_counter() - start
     # the last update can blow the weights up although every loss seen was finite
-    broken = [name for name, t in model.state_dict().items()
+    broken = [k for k, t in model.state_dict().items()
               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if world > 1:  # buffers (BN statistics) are per process: decide together
         flag = torch.tensor(float(bool(broken)), device=device)
@@ -216,29 +305,38 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
     info = {
         "train_time_s": elapsed,
         "images_per_s": seen * world / elapsed if elapsed > 0 else float("nan"),
-        "final_task_loss": task_loss,
-        "final_aux_terms": aux_terms or {},
+        "final_task_loss": None if loss is None else float(loss.detach()),
+        "final_aux_terms": {k: float(v) for k, v in (terms or {}).items()},
         "epochs": cfg.epochs,
         "world_size": world,
+        "amp": cfg.amp,
+        "history": history,
+        "resumed_from": resumed_from,
+        "resume_checkpoints_written": saver.writes,
     }
     return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
 
 
 def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-                      checkpoint: str | None = None, task: Task = CLASSIFICATION) -> TrainResult:
+                      checkpoint: str | None = None, task: Task = CLASSIFICATION,
+                      settings: TrainSettings | None = None) -> TrainResult:
     """The ``task`` model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained
-    (by :func:`train`) and cached under the hash of ``cfg``."""
+    (by :func:`train`, resuming an interrupted run of the same recipe) and cached under the hash
+    of ``cfg``; the resume checkpoint is removed once the model is cached."""
     build = task.build
     if checkpoint:
         return _load_checkpoint(Path(checkpoint), cfg, bundle, device, explicit=True, build=build)
     path = checkpoint_path(cfg)
+    resume = state_path(path)
     rank, world = dist_info()
     if world > 1:
         if path.is_file():
             return _load_checkpoint(path, cfg, bundle, device, build=build)
-        result = train(cfg, bundle, device, progress, task=task)
+        result = train(cfg, bundle, device, progress, task=task, settings=settings, resume=resume)
+        barrier()  # every process has read the resume checkpoint before it goes
         if rank == 0:
             _save_checkpoint(path, cfg, result)
+            remove_state(resume)
         barrier()
         result.info["from_cache"] = False
         result.info["checkpoint"] = str(path)
@@ -246,19 +344,19 @@ def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: b
     with file_lock(path):
         if path.is_file():
             return _load_checkpoint(path, cfg, bundle, device, build=build)
-        result = train(cfg, bundle, device, progress, task=task)
+        result = train(cfg, bundle, device, progress, task=task, settings=settings, resume=resume)
         _save_checkpoint(path, cfg, result)
+        remove_state(resume)
+        remove_stale_temps(path.parent)  # of final writes killed before (their pid is gone)
     result.info["from_cache"] = False
     result.info["checkpoint"] = str(path)
     return result
 
 
 def _save_checkpoint(path: Path, cfg: TrainConfig, result: TrainResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    torch.save({"state_dict": state, "config": cfg.to_dict(), "info": json.dumps(result.info, default=str)}, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as fh:
+        torch.save({"state_dict": state, "config": cfg.to_dict(), "info": json.dumps(result.info, default=str)}, fh)
     atomic_write_text(path.with_suffix(".json"), json.dumps({"config": cfg.to_dict(), "info": result.info},
                                                             indent=1, default=str))
 
@@ -270,7 +368,15 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit
     fix = "pass the --model/--pool it was trained with" if explicit else "delete it and run again"
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # not a zip/pickle, a disallowed global (weights_only), truncated...
+    except pickle.UnpicklingError as exc:
+        # torch's own text ends in advice to set weights_only=False, i.e. to run the file's code
+        raise UsageError(
+            f"checkpoint {path} holds pickled Python objects, not only tensors, and poolbench never "
+            "unpickles them (that can run arbitrary code); "
+            + ("load it where it was made and save its weights with torch.save(model.state_dict(), FILE), "
+               "then pass FILE" if explicit else "delete it and run again")
+        ) from exc
+    except Exception as exc:  # not a zip/pickle file, truncated...
         raise UsageError(
             f"checkpoint {path} is not a readable weights-only PyTorch checkpoint "
             f"({type(exc).__name__}: {one_line(exc)}); "

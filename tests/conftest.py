@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from poolbench.cli import main
+
 # Tiny tensors run fastest single-threaded, and the CI machine has 2 cores.
 torch.set_num_threads(1)
 
@@ -12,3 +14,25 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Checkpoints and generated data sets go to a per-session temporary cache."""
     if "POOLBENCH_CACHE_KEEP" not in os.environ:
         monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-tensor tests: intra-op threads only add overhead,
+    and much more on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cli(capsys):
+    """The CLI in this process: (exit code, stdout, stderr)."""
+    def _run(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run

@@ -14,9 +14,10 @@ from poolbench.errors import UsageError
 from poolbench.report import build_report
 from poolbench.runner import RunReport
 from poolbench.suites import get_suite
+from poolbench.suites.intervals import compact
 from poolbench.suites.base import build_options, with_reference
 
-TINY = {"epochs": 1, "train_size": 256, "test_size": 64, "batch_size": 64}
+TINY = {"epochs": 1, "train_size": 256, "test_size": 64, "batch_size": 64, "seeds": "1"}
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_every_suite_rejects_an_unknown_option_naming_the_accepted_keys():
 
 
 def test_run_rejects_an_unknown_suite_option_before_any_work(cells_of):
-    with pytest.raises(UsageError, match="unknown shift option passs; accepted: max_shift, passes, subset"):
+    with pytest.raises(UsageError, match="unknown shift option passs; accepted: max_shift, passes, reference, subset"):
         cells_of("shift", passs=3)
 
 
@@ -90,7 +91,7 @@ def test_run_rejects_an_unknown_executor_in_one_line(cells_of):
 # --- suite rules and flags ----------------------------------------------------------------
 
 def test_robustness_trains_its_reference_and_records_it_in_every_cell(cells_of):
-    cells, result = cells_of("robustness", pools=["lift"], reference="avg")
+    cells, result = cells_of("robustness", pools=["lift"], reference="avg", seed=0)
     assert [c["train"]["pool"] for c in cells] == ["lift", "avg"]
     assert {c["reference"] for c in cells} == {"avg"}
     assert result.pools == ["lift", "avg"]
@@ -119,7 +120,8 @@ def test_seed_flag_wins_over_the_segmentation_seeds_of_the_preset(cells_of):
 
 
 def test_segmentation_recipe_flags_set_the_segnet_recipe(cells_of):
-    cells, _ = cells_of("segmentation", seed=0, variants="max_unpool", epochs=2, train_size=64)
+    cells, _ = cells_of("segmentation", seed=0, variants="max_unpool", epochs=2, train_size=64,
+                          batch_size=32)
     train = [c["train"] for c in cells if c.get("kind") == "train"]
     assert train and all(t["epochs"] == 2 and t["train_size"] == 64 for t in train)
 
@@ -176,7 +178,7 @@ def test_run_returns_the_table_the_cli_prints(tmp_path, capsys):
     assert main(["run", "robustness", "--pool", "lift", "--results", str(tmp_path / "cli"),
                  "--no-progress", *flags]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == tabulate(result.table, headers="keys", tablefmt="github", floatfmt=".2f").strip()
+    assert out.strip() == tabulate(compact(result.table), headers="keys", tablefmt="github", floatfmt=".2f").strip()
     assert list(result.table.index) == ["lift", "max"] and result.table.loc["max", "mCE"] == pytest.approx(100)
 
 
@@ -204,3 +206,26 @@ def test_a_segmentation_checkpoint_replaces_the_variants_segnet(cells_of):
     assert train and {c["train"]["pool"] for c in train} == {"lift:bands=LL"}
     assert {cells_of.ctx.checkpoint_for(c) for c in train} == {"segnet.pt"}
     assert {cells_of.ctx.checkpoint_for(c) for c in cells if c.get("kind") != "train"} == {None}
+
+
+# --- seeds ------------------------------------------------------------------------------------
+
+def test_seeds_are_a_list_or_a_count():
+    from poolbench.api import parse_seeds
+
+    assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds([4, 7]) == [4, 7]
+    assert parse_seeds("3") == [0, 1, 2] and parse_seeds(2) == [0, 1]
+    for bad, message in (("0", "seeds must be >= 1"), ("1,-1", "seeds must be >= 0"), ("1,1", "repeat"),
+                         ("a,b", "a count")):
+        with pytest.raises(UsageError, match=message):
+            parse_seeds(bad)
+
+
+def test_training_seeds_share_one_data_seed(cells_of):
+    cells, _ = cells_of("robustness", seeds="0,1,2", pools=["avg"])
+    trains = [c["train"] for c in cells]
+    assert sorted({t["seed"] for t in trains}) == [0, 1, 2] and {t["data_seed"] for t in trains} == {0}
+    cells, _ = cells_of("robustness", seeds="0,1", data_seed=5, pools=["avg"])
+    assert {c["train"]["data_seed"] for c in cells} == {5}
+    with pytest.raises(UsageError, match="not both"):
+        cells_of("accuracy", seed=1, seeds="0,1")

@@ -9,7 +9,6 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from poolbench.cli import main
 
 BUILTINS = {"max", "avg", "skip", "blur", "mixed", "gated", "gauss", "spectral", "wavelet",
             "dpp", "s3", "lift"}
@@ -22,26 +21,13 @@ def run_cli(*args, env=None):
                           text=True, env=full_env, timeout=120)
 
 
-@pytest.fixture
-def cli(capsys):
-    """The CLI in this process: (exit code, stdout, stderr)."""
-
-    def _run(*args):
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
-
-
 def test_pools_json_lists_builtins_with_measured_counts(cli):
     code, out, err = cli("pools", "--json")
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     assert BUILTINS <= set(rows)
     for r in rows.values():
-        assert set(r) == {"name", "paper", "year", "params", "buffers", "stochastic",
+        assert set(r) == {"name", "paper", "year", "licence", "params", "buffers", "stochastic",
                           "invertible", "source", "version", "status", "error"}
     assert rows["max"]["params"] == 0 and rows["max"]["invertible"]
     assert rows["skip"]["params"] == 9 * 64 * 64 + 64
@@ -107,7 +93,7 @@ def test_module_entry_point_runs():
 def test_disable_plugins_env(tmp_path):
     installed = {ep.name for ep in entry_points(group="poolbench.pools")}
     if not installed:
-        pytest.skip("no entry-point plugin installed (pip install -e ./registry/softpool)")
+        pytest.skip("no entry-point plugin installed (pip install -e ./registry/lppool)")
     env = {"POOLBENCH_DISABLE_PLUGINS": "", "POOLBENCH_PLUGINS": ""}
     proc = run_cli("pools", "--json", env=env)
     assert proc.returncode == 0, proc.stderr

@@ -11,7 +11,8 @@ from torch import nn
 from poolbench import registry
 from poolbench.cli import main
 
-TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64", "--no-progress"]
+TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64", "--no-progress",
+        "--seeds", "1"]
 
 
 @pytest.fixture
@@ -36,6 +37,11 @@ def table(text: str) -> dict[str, dict[str, str]]:
     return {cells[0]: dict(zip(header, cells)) for cells in map(split, lines[2:])}
 
 
+def value_of(cell: str) -> float:
+    """The value of a printed cell: "89.06 [81.25, 95.31]" (with its interval) or "89.06"."""
+    return float(cell.split()[0])
+
+
 def one_error_line(err: str) -> str:
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
@@ -52,7 +58,7 @@ def test_accuracy_prints_a_table_and_writes_rows(run, tmp_path):
     rows = table(out)
     assert set(rows) == {"max", "avg"}
     for r in rows.values():
-        assert 0 <= float(r["top-1 err %"]) <= 100 and r["seeds"] == "1"
+        assert 0 <= value_of(r["top-1 err %"]) <= 100 and r["seeds"] == "1"
     assert len(list((tmp_path / "results" / "accuracy").glob("*.json"))) == 2
     assert "accuracy: 2 cells" in err
 
@@ -64,16 +70,21 @@ def test_rerun_comes_from_the_store_with_identical_json(run):
     code, second, err = run("accuracy", "--pool", "max", "--pool", "avg", "--json")
     assert code == 0 and "2 of 2 cells already in" in err
     a, b = json.loads(first), json.loads(second)
-    assert a == b  # every value, timings and provenance included
-    assert {(r["pool"], r["metric"]) for r in a} >= {("max", "top1_error"), ("avg", "top1_error")}
+    assert a == b  # every value, timings and provenance included, and the table with its intervals
+    assert {(r["pool"], r["metric"]) for r in a["rows"]} >= {("max", "top1_error"), ("avg", "top1_error")}
 
 
 @pytest.mark.slow  # trains
 def test_json_prints_only_json_on_stdout(run):
     code, out, err = run("accuracy", "--pool", "avg", "--json")
     assert code == 0, err
-    rows = json.loads(out)  # nothing but the document
+    doc = json.loads(out)  # nothing but the document: the stored rows and the printed table
+    rows = doc["rows"]
     assert rows and all(r["suite"] == "accuracy" and r["pool"] == "avg" for r in rows)
+    (shown,) = doc["table"]
+    assert shown["pool"] == "avg" and shown["top-1 err %"] == pytest.approx(
+        next(r["value"] for r in rows if r["metric"] == "top1_error"))
+    assert shown["top-1 err % lo"] <= shown["top-1 err %"] <= shown["top-1 err % hi"]
     assert "|" not in out.replace('"|"', "")
 
 
@@ -102,7 +113,9 @@ def test_checkpoint_of_another_model_is_one_line_usage_error(run, tmp_path):
     from poolbench.config import load_preset, train_config
     from poolbench.train import checkpoint_path
 
-    overrides = {"train_size": 256, "test_size": 64, "epochs": 1, "batch_size": 64}
+    trained = next(r for r in json.loads(out)["rows"] if r["metric"] == "top1_error")
+    overrides = {"train_size": 256, "test_size": 64, "epochs": 1, "batch_size": 64,
+                 "data_fingerprint": trained["data_fingerprint"]}
     ckpt = checkpoint_path(train_config(load_preset("quick"), "max", 0, overrides))
     code, out, err = run("accuracy", "--pool", "skip", "--checkpoint", str(ckpt))
     assert code == 2 and out == ""
@@ -149,15 +162,15 @@ def test_robustness_mce_against_max(run):
 
     code, out, err = run(*args, "--json")
     assert code == 0 and "2 of 2 cells already in" in err
-    data = json.loads(out)
+    data = json.loads(out)["rows"]
     errors = {(r["pool"], r["corruption"], r["severity"]): r["value"] for r in data if r["metric"] == "error"}
     assert {(c, s) for _, c, s in errors} == {("gaussian_noise", 1), ("gaussian_noise", 3), ("fog", 1), ("fog", 3)}
     assert all(r["n"] == 32 for r in data if r["metric"] in ("error", "clean_error"))
     assert {r["reference"] for r in data} == {"max"}  # the view option is in every row
     ce = [sum(errors["avg", c, s] for s in (1, 3)) / sum(errors["max", c, s] for s in (1, 3))
           for c in ("gaussian_noise", "fog")]
-    assert float(rows["avg"]["mCE"]) == pytest.approx(100 * np.mean(ce), abs=0.006)
-    assert float(rows["avg"]["CE fog"]) == pytest.approx(100 * ce[1], abs=0.006)
+    assert value_of(rows["avg"]["mCE"]) == pytest.approx(100 * np.mean(ce), abs=0.006)
+    assert value_of(rows["avg"]["CE fog"]) == pytest.approx(100 * ce[1], abs=0.006)
 
 
 @pytest.mark.slow  # trains
@@ -169,7 +182,7 @@ def test_perturbation_mfr_against_max(run):
     assert set(rows) == {"avg", "max"}
 
     code, out, _ = run(*args, "--json")
-    data = json.loads(out)
+    data = json.loads(out)["rows"]
     fp = {(r["pool"], r["perturbation"]): r["value"] for r in data if r["metric"] == "flip_probability"}
     assert {p for _, p in fp} == {"translate", "gaussian_noise"}
     assert all(0 <= v <= 1 for v in fp.values())
@@ -177,7 +190,7 @@ def test_perturbation_mfr_against_max(run):
     used = [p for p in ("translate", "gaussian_noise") if fp["max", p] > 0]
     assert used, "the reference never flipped: mFR is undefined on these sequences"
     expected = 100 * np.mean([fp["avg", p] / fp["max", p] for p in used])
-    assert float(rows["avg"]["mFR"]) == pytest.approx(expected, abs=0.006)
+    assert value_of(rows["avg"]["mFR"]) == pytest.approx(expected, abs=0.006)
 
 
 @pytest.mark.slow  # trains
@@ -187,13 +200,19 @@ def test_shift_consistency(run):
     rows = table(out)
     assert set(rows) == {"avg"}
     for col in ("consistency crop %", "consistency circular %", "clean acc %"):
-        assert 0 <= float(rows["avg"][col]) <= 100
+        assert 0 <= value_of(rows["avg"][col]) <= 100
 
     code, out, _ = run("shift", "--pool", "avg", "--subset", "32", "--passes", "2", "--max-shift", "2", "--json")
-    data = json.loads(out)
+    data = json.loads(out)["rows"]
     kinds = sorted(r["shift_kind"] for r in data if r["metric"] == "consistency")
     assert kinds == ["circular", "crop"]
-    diag = sorted(r["shift"] for r in data if r["metric"] == "top1_accuracy")
-    assert diag == [0, 1, 2]
-    acc0 = next(r["value"] for r in data if r["metric"] == "top1_accuracy" and r["shift"] == 0)
-    assert float(rows["avg"]["clean acc %"]) == pytest.approx(acc0, abs=0.006)
+    for kind in ("diagonal_crop", "diagonal_roll"):   # the published sweep and the circular one
+        diag = sorted(r["shift"] for r in data if r["metric"] == "top1_accuracy" and r["shift_kind"] == kind)
+        assert diag == [0, 1, 2]
+    probs = [r for r in data if r["metric"] == "true_class_probability"]
+    assert all(r["unit"] == "%" and 0 <= r["value"] <= 100 for r in probs)
+    # no shift at all: the crop of the padded image at offset k is the image itself
+    at0 = {r["shift_kind"]: r["value"] for r in data if r["metric"] == "top1_accuracy" and r["shift"] == 0}
+    assert at0["diagonal_crop"] == at0["diagonal_roll"]
+    acc0 = at0["diagonal_crop"]
+    assert value_of(rows["avg"]["clean acc %"]) == pytest.approx(acc0, abs=0.006)

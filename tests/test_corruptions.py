@@ -40,15 +40,16 @@ def test_every_corruption_keeps_shape_and_dtype_at_32x32_and_is_deterministic():
 def test_seeding_matches_the_library_and_depends_on_the_seed():
     from imagecorruptions import corrupt
     imgs = _images(3)
-    ours = K.corrupt_images(imgs, "gaussian_noise", 3, seed=1)
+    ours = K.corrupt_images(imgs, "gaussian_noise", 3, seed=1, params="imagenet")
     # image 2 is seeded with item_seed(run seed, corruption, severity, index) through np.random.seed
     np.random.seed(C.item_seed(1, "gaussian_noise", 3, 2))
     np.testing.assert_array_equal(ours[2], corrupt(imgs[2], 3, "gaussian_noise"))
     # impulse_noise takes its own seed= argument
-    ours = K.corrupt_images(imgs, "impulse_noise", 2, seed=1)
+    ours = K.corrupt_images(imgs, "impulse_noise", 2, seed=1, params="imagenet")
     np.testing.assert_array_equal(ours[1], corrupt(imgs[1], 2, "impulse_noise",
                                                    seed=C.item_seed(1, "impulse_noise", 2, 1)))
-    assert not np.array_equal(ours, K.corrupt_images(imgs, "impulse_noise", 2, seed=2))
+    assert not np.array_equal(ours, K.corrupt_images(imgs, "impulse_noise", 2, seed=2,
+                                                      params="imagenet"))
     # the caller's global numpy state is left alone
     np.random.seed(123)
     expected = np.random.rand()
@@ -103,10 +104,14 @@ def test_generated_set_is_cached_atomically_and_reused(tmp_path, monkeypatch, ca
         np.testing.assert_array_equal(cs.get(c, s), K.corrupt_images(imgs, c, s, seed=3))
     path = cs.path(("fog", 4))
     assert path.parent == tmp_path / "corruptions" / "unit" / "test" / "fog"
-    assert path.name.startswith("s4-seed3-") and path.suffix == ".npy"
+    # 32x32: CIFAR-10-C's parameters, made by the project's numpy generator
+    assert path.name.startswith("cifar-reference-s4-seed3-") and path.suffix == ".npy"
     manifest = json.loads(path.with_suffix(".json").read_text())
     assert manifest["corruption"] == "fog" and manifest["severity"] == 4 and manifest["seed"] == 3
-    assert manifest["library"].startswith("imagecorruptions")
+    assert manifest["params"] == "cifar" and manifest["engine"] == "reference"
+    assert "make_cifar_c.py" in manifest["params_source"]
+    assert manifest["library"].startswith("poolbench.corrupt.reference")
+    assert cs.params == "cifar" and cs.engines == {"fog": "reference", "shot_noise": "reference"}
     assert manifest["shape"] == [5, 32, 32, 3]
     assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".poolbench-images-*"))
     assert isinstance(cs.get("fog", 1, mmap=True), np.memmap)
@@ -143,7 +148,12 @@ def test_cache_key_changes_with_seed_and_images(tmp_path):
     a = K.generate_corrupted_set(imgs, None, ["contrast"], [1], seed=0, **kw).path(("contrast", 1))
     b = K.generate_corrupted_set(imgs, None, ["contrast"], [1], seed=1, **kw).path(("contrast", 1))
     c = K.generate_corrupted_set(imgs[::-1].copy(), None, ["contrast"], [1], seed=0, **kw).path(("contrast", 1))
-    assert len({a, b, c}) == 3
+    d = K.generate_corrupted_set(imgs, None, ["contrast"], [1], seed=0, params="imagenet",
+                                 **kw).path(("contrast", 1))
+    e = K.generate_corrupted_set(imgs, None, ["contrast"], [1], seed=0, engine="torch",
+                                 **kw).path(("contrast", 1))
+    assert len({a, b, c, d, e}) == 5
+    assert json.loads(e.with_suffix(".json").read_text())["library"].startswith("poolbench.corrupt torch")
     mem = K.generate_corrupted_set(imgs, None, ["contrast"], [1], seed=0, workers=0, progress=False)
     assert mem.path(("contrast", 1)) is None
     np.testing.assert_array_equal(mem.get("contrast", 1), np.load(a))
@@ -218,3 +228,56 @@ def test_load_imagenet_c(tmp_path):
         K.load_imagenet_c(tmp_path, "fog", 5)
     with pytest.raises(UsageError, match="unknown corruption"):
         K.load_imagenet_c(tmp_path, "fogg", 3)
+
+
+# ----------------------------------------------------------------------------- parameter sets
+
+def test_numpy_generator_at_imagenet_params_is_the_library():
+    """Our generator's formulas, given the ImageNet constants, reproduce imagecorruptions byte for
+    byte: an independent check of the code that makes the CIFAR and Tiny-ImageNet sets."""
+    from imagecorruptions import corruption_dict
+    from poolbench.corrupt import reference as R
+    img = _images(1, size=40)[0]
+    for c in ALL_CORRUPTIONS:
+        for s in (2, 5):
+            kw = {"seed": 9} if c in K.SEED_ARGUMENT_CORRUPTIONS else {}
+            with np.errstate(all="ignore"):
+                np.random.seed(9)
+                lib = np.asarray(corruption_dict[c](Image.fromarray(img), s, **kw), np.float64)
+                np.random.seed(9)
+                ours = R.corrupt(img, c, s, "imagenet", seed=9)
+            np.testing.assert_array_equal(np.uint8(np.nan_to_num(ours)), np.uint8(np.nan_to_num(lib)),
+                                          err_msg=f"{c} s{s}")
+
+
+def test_parameter_sets_are_the_authors_constants():
+    from poolbench.corrupt.params import PARAMS, params_for_size, resolve_params
+    # spot checks typed from make_cifar_c.py / make_tinyimagenet_c.py / imagecorruptions
+    assert PARAMS["cifar"]["gaussian_noise"] == [0.04, 0.06, .08, .09, .10]
+    assert PARAMS["cifar"]["jpeg_compression"] == [80, 65, 58, 50, 40]
+    assert PARAMS["cifar"]["defocus_blur"][0] == (0.3, 0.4)
+    assert PARAMS["tinyimagenet"]["shot_noise"] == [250, 100, 50, 30, 15]
+    assert PARAMS["tinyimagenet"]["saturate"][4] == (30, 0.2)
+    assert PARAMS["imagenet"]["glass_blur"][4] == (1.5, 4, 2)
+    # np.arange(1, 1.06, 0.01) keeps its end point: 7 zooms (the authors' severity 1)
+    assert len(PARAMS["cifar"]["zoom_blur"][0]) == 7 and len(PARAMS["imagenet"]["zoom_blur"][4]) == 11
+    assert [params_for_size(s, s) for s in (32, 45, 46, 64, 119, 120, 224, 512)] == \
+        ["cifar", "cifar", "tinyimagenet", "tinyimagenet", "tinyimagenet", "imagenet", "imagenet", "imagenet"]
+    assert resolve_params("auto", (32, 200)) == "cifar" and resolve_params("imagenet") == "imagenet"
+    with pytest.raises(UsageError, match="unknown corruption parameter set"):
+        resolve_params("cifar10")
+    with pytest.raises(UsageError, match="need the image size"):
+        resolve_params("auto")
+
+
+def test_cifar_params_do_not_saturate_at_32x32():
+    """The issue's complaint: ImageNet-strength defocus, JPEG and impulse noise wipe out a 32x32
+    image at severity 1; CIFAR-10-C's parameters change it far less. (Not elastic: CIFAR-10-C's
+    is a random affine shift, which moves more pixel values than ImageNet's gentle warp.)"""
+    imgs = _images(4)
+    for c in ("defocus_blur", "jpeg_compression", "impulse_noise"):
+        change = {p: np.abs(K.corrupt_images(imgs, c, 1, seed=0, params=p).astype(float) - imgs).mean()
+                  for p in ("cifar", "imagenet")}
+        assert change["cifar"] < 0.6 * change["imagenet"], (c, change)
+    np.testing.assert_array_equal(K.corrupt_images(imgs, "fog", 2, seed=0),  # auto -> cifar
+                                  K.corrupt_images(imgs, "fog", 2, seed=0, params="cifar"))

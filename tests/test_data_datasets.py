@@ -356,7 +356,7 @@ def test_unreadable_image_names_the_file(tmp_path):
 # names, options, subsets
 # ------------------------------------------------------------------------------------------
 def test_listing_and_unknown_names():
-    assert list_datasets() == ["shapes", "cifar10", "cifar100", "imagefolder"]
+    assert list_datasets() == ["shapes", "photos", "cifar10", "cifar100", "imagefolder"]
     assert list_datasets("segmentation") == ["shapes-seg"]
     assert set(describe_datasets()) == set(list_datasets())
     with pytest.raises(UsageError) as err:

@@ -10,7 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64"]
+TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64", "--seeds", "1"]
 
 
 def test_torchrun_two_processes_write_each_cell_once(tmp_path):
@@ -24,11 +24,13 @@ def test_torchrun_two_processes_write_each_cell_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # one JSON document on stdout: rank 1 prints nothing
-    printed = json.loads(proc.stdout)
+    printed = json.loads(proc.stdout)["rows"]
     assert {r["pool"] for r in printed} == {"max", "avg"}
 
-    files = sorted((results / "accuracy").iterdir())
-    assert len(files) == 2 and all(f.suffix == ".json" for f in files)  # no temporary leftovers
+    every = sorted((results / "accuracy").iterdir())
+    assert not [f for f in every if f.suffix == ".tmp" or f.name.startswith(".")]  # no temporary leftovers
+    files = [f for f in every if f.suffix == ".json"]
+    assert len(files) == 2
     rows = [r for f in files for r in json.loads(f.read_text())["rows"]]
     keys = [(r["pool"], r["metric"]) for r in rows]
     assert len(keys) == len(set(keys))  # every value exactly once
@@ -39,7 +41,7 @@ def test_torchrun_two_processes_write_each_cell_once(tmp_path):
     # the checkpoints were trained by both processes together and written once
     infos = [json.loads(p.read_text())["info"] for p in (cache / "checkpoints").glob("*.json")]
     assert len(infos) == 2 and all(i["world_size"] == 2 for i in infos)
-    assert len(list((cache / "checkpoints").glob("*.pt"))) == 2
+    assert len(list((cache / "checkpoints").glob("*.pt"))) == 2  # the resume checkpoints are gone
     # rank 0 alone logged the command
     assert len((results / "commands.log").read_text().splitlines()) == 1
 
@@ -55,11 +57,32 @@ def test_torchrun_trains_one_segnet_across_two_processes(tmp_path):
            "--results", str(results), "--no-progress", "--json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    printed = json.loads(proc.stdout)  # one JSON document: rank 1 prints nothing
+    printed = json.loads(proc.stdout)["rows"]  # one JSON document: rank 1 prints nothing
     assert {r["up_pool"] for r in printed} == {"max_unpool"} and {r["seed"] for r in printed} == {0}
     assert all(r["world_size"] == 2 and r["error"] == "" for r in printed)
-    files = list((results / "segmentation").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".json"
+    files = [f for f in (results / "segmentation").iterdir() if f.suffix == ".json"]
+    assert len(files) == 1
     (info,) = [json.loads(p.read_text())["info"] for p in (cache / "checkpoints").glob("*.json")]
     assert info["world_size"] == 2 and info["epochs"] == 1
     assert len(list((cache / "checkpoints").glob("*.pt"))) == 1
+
+
+def test_torchrun_writes_resume_checkpoints_together(tmp_path):
+    """Resume checkpoints under DDP: every process takes part in each snapshot (their random
+    states are gathered; rank 0's clock decides when, mid-epoch), rank 0 writes it."""
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
+           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "poolbench.cli", "run", "accuracy", "--pool", "max", "--train-size", "512",
+           "--test-size", "64", "--epochs", "2", "--batch-size", "64", "--checkpoint-minutes", "1e-9",
+           "--seeds", "1", "--results", str(results), "--no-progress", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (info,) = [json.loads(p.read_text())["info"] for p in (cache / "checkpoints").glob("*.json")]
+    # 8 steps per epoch (256 images and 32 a batch per process): mid-epoch after each step but
+    # the last (the divergence checks, every step on CPU), then the epoch end; none at the last
+    # epoch's end (the model is cached instead)
+    assert info["world_size"] == 2 and info["resume_checkpoints_written"] == 7 + 1 + 7
+    assert [p["epoch"] for p in info["history"]] == [1, 2]
+    assert not list((cache / "checkpoints").glob("*.state.pt"))

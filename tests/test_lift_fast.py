@@ -46,7 +46,7 @@ def _assert_same(ref, fast, x, train=True, rtol=1e-10, atol=1e-10, seed=0):
     torch.manual_seed(seed)
     with torch.no_grad():
         shape = ref.eval()(x).shape
-    g = torch.randn(shape, dtype=x.dtype)
+    g = torch.randn(shape, dtype=x.dtype).to(x.device)
     yr, gr, tr = _run(ref, x, g, train)
     yf, gf, tf = _run(fast, x, g, train)
     torch.testing.assert_close(yf, yr, rtol=rtol, atol=atol, msg=lambda m: f"output: {m}")
@@ -274,3 +274,82 @@ def test_benchmark_rows_and_table(capsys):
                        "--layouts", "cl"]) == 0
     out = capsys.readouterr().out
     assert "threads=1" in out and "1x4x6x6" in out
+
+
+# --- mixed precision, torch.compile, the fused path ------------------------------------------------
+
+def _conv_lift(impl, seed=0, channels=16):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, channels, 3, padding=1),
+                               get_pool("lift", channels, impl=impl)).train()
+
+
+def _step_grads(model, x):
+    y = model(x)
+    loss = y.float().pow(2).mean() + auxiliary_loss(model)[0]
+    return y, loss, torch.autograd.grad(loss, list(model.parameters()))
+
+
+def test_fast_path_under_cpu_bf16_autocast_matches_the_reference():
+    """Under autocast the pool sees bfloat16 activations: the fast path computes in them (the
+    unfused kernels; oneDNN's fused one is float32 only) and agrees with the reference under
+    the same autocast to bfloat16 precision; parameter gradients stay float32."""
+    ref, fast = _conv_lift("reference"), _conv_lift("fast")
+    x = torch.rand(4, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    out = {}
+    for name, model in (("reference", ref), ("fast", fast)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out[name] = _step_grads(model, x)
+    (yr, lr_, gr), (yf, lf, gf) = out["reference"], out["fast"]
+    assert yf.dtype == yr.dtype == torch.bfloat16
+    torch.testing.assert_close(yf.float(), yr.float(), rtol=3e-2, atol=3e-2)
+    assert float(lf.detach()) == pytest.approx(float(lr_.detach()), rel=2e-2)
+    assert all(g.dtype == torch.float32 for g in gf)
+    for a, b in zip(gf, gr):
+        torch.testing.assert_close(a, b, rtol=5e-2, atol=5e-3 * float(b.abs().max()))
+
+
+@pytest.mark.slow  # compiles
+def test_fast_path_under_torch_compile_runs_eagerly_and_matches():
+    """torch.compile of a model with the fast path: the pool runs as an eager graph break
+    (``lift_fast._eager``) and gives the eager model's output and gradients."""
+    eager, compiled = _conv_lift("fast"), _conv_lift("fast")
+    x = torch.rand(2, 3, 12, 12).contiguous(memory_format=torch.channels_last)
+    ye, le, ge = _step_grads(eager, x)
+    yc, lc, gc = _step_grads(torch.compile(compiled), x)
+    torch.testing.assert_close(yc, ye, rtol=1e-5, atol=1e-6)
+    assert float(lc.detach()) == pytest.approx(float(le.detach()), rel=1e-5)
+    for a, b in zip(gc, ge):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_float32_cpu_training_takes_the_fused_tanh_kernel():
+    from poolbench.pools import lift_fast
+
+    if lift_fast._POINTWISE is None:
+        pytest.skip("torch built without oneDNN's fused convolution")
+    pool = get_pool("lift", 8)
+    prepared = lift_fast.prepare(pool.predictor, -1.0, torch.float32, torch.device("cpu"))
+    assert prepared.fold and prepared.tanh
+    bf16 = lift_fast.prepare(pool.predictor, -1.0, torch.bfloat16, torch.device("cpu"))
+    assert not bf16.tanh  # the sigmoid formulation in the activations' dtype
+    unfused = lift_fast.prepare(pool.predictor, -1.0, torch.float32, torch.device("cpu"), fused=False)
+    assert not unfused.tanh  # up-pooling under autograd: no autograd formula for the fused op
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_path_on_cuda_matches_the_reference():
+    ref, fast = _pair(channels=16, dtype=torch.float32)
+    ref, fast = ref.cuda(), fast.cuda()
+    x = torch.randn(4, 16, 24, 24, device="cuda").contiguous(memory_format=torch.channels_last)
+    _assert_same(ref, fast, x, train=True, rtol=2e-4, atol=2e-5)
+
+
+def test_training_step_benchmark_prints_lift_over_max(capsys):
+    from poolbench.bench_lift import run_train_benchmark
+
+    stats = run_train_benchmark(("lift", "max"), repeats=2, warmup=0, batch_size=16)
+    assert set(stats) == {"lift", "max"} and all(s.n == 2 and s.median > 0 for s in stats.values())
+    assert bench_main(["--train", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "lift/max" in out and "backbone convnet, batch 128" in out

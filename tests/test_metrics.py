@@ -237,3 +237,31 @@ def test_psnr_of_a_known_error():
     a = np.full((3, 3), 10, np.uint8)
     assert M.psnr(a, a + 1, data_range=255) == pytest.approx(48.130804, abs=1e-6)
     assert M.psnr(x, x, 1.0) == math.inf
+
+
+# --- per-sequence stability from stored top-5 lists (the predictions the store keeps) ----------
+
+def test_top5_lists_give_the_same_t5d_and_fp_as_full_logits():
+    from poolbench.metrics import (flip_probability, flips_per_sequence, mean_top5_distance,
+                                   top5_distances_per_sequence)
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(7, 6, 12))
+    logits[:, 3] = logits[:, 2] + 1e-3 * rng.normal(size=(7, 12))  # near-identical frames too
+    top5 = np.argsort(-logits, axis=-1, kind="stable")[..., :5]
+    for noise in (False, True):
+        assert top5_distances_per_sequence(top5, noise).mean() == pytest.approx(
+            mean_top5_distance(logits, noise))
+        assert flips_per_sequence(top5[..., 0], noise).mean() == pytest.approx(
+            flip_probability(logits.argmax(-1), noise))
+
+
+def test_difficulty_steps_pair_frames_as_imagenet_p_test_py():
+    from poolbench.metrics import flips_per_sequence, frame_pairs
+
+    # step 2 over 5 frames: subsequences 0,2,4 and 1,3 -> pairs (0,2) (2,4) (1,3)
+    a, b = frame_pairs(5, step=2)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(0, 2), (1, 3), (2, 4)]
+    assert list(zip(*frame_pairs(4, noise=True, step=3))) == [(0, 1), (0, 2), (0, 3)]  # noise: vs frame 0
+    seq = np.array([[0, 1, 0, 1, 0]])   # flips every frame, never two frames apart
+    assert flips_per_sequence(seq, step=1)[0] == 1.0 and flips_per_sequence(seq, step=2)[0] == 0.0

@@ -7,8 +7,8 @@ from torch import nn
 
 import poolbench
 from poolbench.errors import UsageError
-from poolbench.models import (create_model, list_models, model_info, pool_sites,
-                              swap_pools)
+from poolbench.models import (create_model, list_models, model_info, model_spec, parse_model,
+                              pool_sites, set_padding, swap_pools)
 from poolbench.registry import register_pool, unregister_pool
 
 ALL_MODELS = ["convnet", "mobilenet_v2", "resnet18", "resnet18_cifar", "resnet50", "vgg13",
@@ -308,3 +308,37 @@ def test_creation_is_seeded():
     torch.manual_seed(1)
     c = create_model("resnet18_cifar", 10, pool="avg").state_dict()
     assert any(not torch.equal(a[k], c[k]) for k in a)  # the seed is what makes them equal
+
+
+# --- backbone padding (the model option :padding=) ----------------------------------------------
+
+def test_model_names_carry_the_padding():
+    assert parse_model("convnet:padding=circular") == ("convnet", "circular")
+    assert model_spec("convnet:padding=zeros") == "convnet"          # existing names and hashes stay
+    assert model_spec("resnet18_cifar", "circular") == "resnet18_cifar:padding=circular"
+    with pytest.raises(UsageError, match="padding"):
+        parse_model("convnet:padding=mirror")
+    with pytest.raises(UsageError, match="no option"):
+        parse_model("convnet:width=3")
+
+
+def test_circular_padding_reaches_every_backbone_conv_and_no_pool():
+    m = create_model("convnet:padding=circular", 10, pool="lip")   # its logit conv is padded
+    convs = [c for n, c in m.backbone.named_modules() if isinstance(c, torch.nn.Conv2d) and ".op." not in n]
+    assert convs and all(c.padding_mode == "circular" for c in convs) and m.padding == "circular"
+    inside = [c for n, c in m.backbone.named_modules() if isinstance(c, torch.nn.Conv2d) and ".op." in n]
+    assert inside and all(c.padding_mode != "circular" for c in inside)
+    assert set_padding(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.Conv2d(1, 1, 3, padding=1)),
+                       "circular") == 1
+
+
+def test_padding_is_an_option_of_every_backbone_name():
+    assert model_info("ResNet18-CIFAR:padding=circular").name == "resnet18_cifar"
+    m = create_model("resnet18_cifar", 10, pool="avg", padding="circular")
+    convs = [c for c in m.backbone.modules() if isinstance(c, nn.Conv2d)]
+    padded = [c for c in convs if c.padding != (0, 0)]
+    assert padded and all(c.padding_mode == "circular" for c in padded)
+    assert all(c.padding_mode == "zeros" for c in convs if c.padding == (0, 0))  # 1x1 shortcuts
+    # the keyword wins over the name, and zeros is the default
+    assert create_model("convnet:padding=circular", 10, padding="zeros").padding == "zeros"
+    assert create_model("convnet", 10).padding == "zeros"

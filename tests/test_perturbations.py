@@ -164,3 +164,16 @@ def test_load_cifar_p_errors(tmp_path):
         P.load_cifar_p(tmp_path, ["translate"], labels=[0, 1, 2])
     assert P.load_cifar_p(tmp_path, ["translate"]).perturbations == ("translate",)
     assert CIFAR_P_TEST_PERTURBATIONS[4] == "spatter"
+
+
+def test_tinyimagenet_schedule_at_64x64():
+    # make_tinyimagenet_p.py: 31 frames everywhere, translate i-15 px, motion blur (i-30)*5 deg
+    assert P.resolve_schedule("auto", (64, 64)) == "tinyimagenet"
+    assert P.resolve_schedule("auto", (45, 45)) == "cifar"
+    assert all(P.frame_count(p, "tinyimagenet") == 31 for p in ALL_PERTURBATIONS)
+    assert P.frame_parameters("translate", "tinyimagenet") == list(range(-15, 16))
+    assert P.frame_parameters("motion_blur", "tinyimagenet")[0] == -150
+    assert P.frame_parameters("gaussian_blur", "tinyimagenet")[30] == pytest.approx(0.35 + 0.42)
+    seq = P.perturb_sequences(_images(1, size=64), "scale", seed=0)  # auto -> tinyimagenet
+    assert seq.shape == (1, 31, 64, 64, 3)
+    np.testing.assert_array_equal(seq[0, 24], _images(1, size=64)[0])  # scale (2.5*24+40)/100 = 1

@@ -1,6 +1,5 @@
 """Every registered operator (built-ins, LiftPool, installed plugins) against every contract check."""
 import pytest
-import torch
 
 import poolbench
 from poolbench.testing import CONTRACT_CHECKS
@@ -8,13 +7,7 @@ from poolbench.testing import CONTRACT_CHECKS
 POOLS = poolbench.list_pools()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the inputs are tiny: intra-op threads only add overhead, and much more on a busy machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("check", list(CONTRACT_CHECKS))

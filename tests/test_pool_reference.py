@@ -15,12 +15,7 @@ FAMILIES = ("skip", "blur", "mixed", "gated", "gauss", "spectral", "wavelet", "d
 SIZES = [(2, 2), (3, 3), (2, 5), (5, 7), (6, 6), (8, 6), (9, 4)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pool(spec, channels=3, dtype=torch.float64, train=False, seed=0):
@@ -50,11 +45,13 @@ def test_wavelet_haar_is_twice_the_average(size):
 
 
 def periodic_lowpass(n, taps):
-    """(n/2, n) matrix of the periodised orthonormal low-pass filter followed by decimation."""
+    """(n/2, n) matrix of the periodised orthonormal low-pass filter followed by decimation,
+    aligned as PyWavelets' mode="periodization": output k's window starts at 2k - (L/2 - 1)."""
     a = np.zeros((n // 2, n))
+    start = len(taps) // 2 - 1
     for k in range(n // 2):
         for j, t in enumerate(taps):
-            a[k, (2 * k + j) % n] += t
+            a[k, (2 * k - start + j) % n] += t
     return a
 
 
@@ -442,3 +439,229 @@ def test_only_s3_and_gauss_are_stochastic_among_the_families():
 def test_bad_options_are_usage_errors(spec):
     with pytest.raises(PoolOptionError):
         poolbench.get_pool(spec, 3)
+
+
+# --- beyond the twelve: float64 brute-force oracles -----------------------------------------
+
+BEYOND = {
+    # name: (stochastic, invertible, convex, constant_gain, options, year)
+    "gfgp": (False, False, True, 1.0, {}, 2019),
+    "softpool": (False, False, True, 1.0, {}, 2021),
+    "lip": (False, False, True, 1.0, {}, 2019),
+    "aps": (False, True, True, 1.0, {"filter_size": 1, "max_first": False}, 2021),
+    "lps": (True, True, True, 1.0, {"hidden": 0, "tau": 1.0, "filter_size": 1, "max_first": False}, 2022),
+    "asap": (False, False, False, 1.0, {"window": True}, 2023),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BEYOND))
+def test_beyond_metadata(name):
+    spec = poolbench.get_spec(name)
+    stochastic, invertible, convex, gain, options, year = BEYOND[name]
+    assert (spec.stochastic, spec.invertible, spec.convex, spec.constant_gain) == (stochastic, invertible, convex, gain)
+    assert spec.options == options and spec.source == "built-in" and spec.licence == "MIT"
+    assert spec.paper.year == year and spec.paper.url.startswith("https://") and spec.paper.title
+    assert spec.display_name != name and spec.notes
+
+
+def softmax_mean(values, scale=1.0):
+    """sum_i e^(scale v_i) v_i / sum_i e^(scale v_i) for a list of floats, by the definition."""
+    top = max(scale * v for v in values)
+    e = [math.exp(scale * v - top) for v in values]
+    return sum(w * v for w, v in zip(e, values)) / sum(e)
+
+
+def per_window(x, fn):
+    """Apply fn(n, c, [4 window values]) to every 2x2 window, in Python loops."""
+    win = windows(x)
+    n, c, ho, wo, _ = win.shape
+    out = np.zeros((n, c, ho, wo))
+    for a in range(n):
+        for b in range(c):
+            for i in range(ho):
+                for j in range(wo):
+                    out[a, b, i, j] = fn(a, b, list(win[a, b, i, j]))
+    return out
+
+
+def perturb(module, seed=3, scale=1.0):
+    """Every parameter and BN buffer moved to a random value (variances kept positive)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if not t.is_floating_point():
+                continue
+            r = torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)
+            t.copy_(r.abs() + 0.5 if name.endswith("running_var") else scale * r)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_softpool_against_loops(size):
+    x = randn(2, 3, *size) * 4
+    want = per_window(x, lambda a, b, v: softmax_mean(v))
+    np.testing.assert_allclose(pool("softpool")(x).numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def test_gfgp_eval_formula():
+    c = 6
+    p = pool("gfgp", channels=c)
+    perturb(p)
+    x = randn(3, c, 7, 8)
+
+    def bn(v, m):
+        return (v - m.running_mean) / torch.sqrt(m.running_var + m.eps) * m.weight + m.bias
+
+    def lin(v, conv):
+        return v @ conv.weight[:, :, 0, 0].T + conv.bias
+
+    g = x[:, :, :6, :].mean((2, 3))                      # the odd last row is ignored
+    z = torch.clamp(bn(lin(g, p.reduce), p.reduce_bn), min=0)
+    lam = torch.sigmoid(bn(lin(z, p.expand), p.expand_bn)).detach().numpy()
+    want = per_window(x, lambda a, b, v: softmax_mean(v, lam[a, b]))
+    np.testing.assert_allclose(p(x).detach().numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_gfgp_parameter_count_is_the_papers():
+    # C^2 + 4.5C: 1x1 convs C->C/2 and C/2->C with bias, two affine BatchNorms
+    for c in (8, 64, 128):
+        assert count_parameters(poolbench.get_pool("gfgp", c))[0] == c * c + 9 * c // 2
+    assert count_parameters(poolbench.get_pool("gfgp", 64))[0] == 4384
+
+
+def conv3x3_zero_pad(x, weight):
+    """Plain-loop 3x3 convolution, zero padding 1, no bias: (N, C, H, W) numpy."""
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, weight.shape[0], h, w))
+    for i in range(h):
+        for j in range(w):
+            patch = xp[:, :, i:i + 3, j:j + 3]
+            out[:, :, i, j] = np.einsum("nckl,ockl->no", patch, weight)
+    return out
+
+
+@pytest.mark.parametrize("size", [(6, 6), (7, 5), (4, 9)])
+def test_lip_against_numpy(size):
+    c = 3
+    p = pool("lip", channels=c)
+    perturb(p, scale=0.5)
+    x = randn(2, c, *size)
+    xe = x[..., : size[0] // 2 * 2, : size[1] // 2 * 2].numpy()
+    z = conv3x3_zero_pad(xe, p.logit.weight.detach().numpy())
+    mu, var = z.mean((2, 3), keepdims=True), z.var((2, 3), keepdims=True)
+    gamma = p.norm.weight.detach().numpy().reshape(1, c, 1, 1)
+    beta = p.norm.bias.detach().numpy().reshape(1, c, 1, 1)
+    logits = 12 / (1 + np.exp(-((z - mu) / np.sqrt(var + p.norm.eps) * gamma + beta)))
+    lw, xw = windows(logits), windows(xe)
+    want = (np.exp(lw) * xw).sum(-1) / np.exp(lw).sum(-1)
+    np.testing.assert_allclose(p(x).detach().numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def components(x):
+    """The four polyphase components x[..., i::2, j::2], cropped to even size, as a list."""
+    h, w = x.shape[-2:]
+    xe = x[..., : h // 2 * 2, : w // 2 * 2]
+    return [xe[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_aps_keeps_the_largest_component_of_each_sample(size):
+    x = randn(4, 3, *size)
+    comps = components(x)
+    y = pool("aps")(x)
+    for n in range(4):
+        norms = [float((comp[n] ** 2).sum()) for comp in comps]
+        torch.testing.assert_close(y[n], comps[int(np.argmax(norms))][n], rtol=0, atol=0)
+
+
+def test_aps_blur_is_circular_binomial_before_the_choice():
+    x = randn(2, 2, 8, 6)
+    f = binomial(3)
+    xn = x.numpy()
+    blurred = np.zeros_like(xn)
+    for i in range(8):
+        for j in range(6):
+            for a in range(3):
+                for b in range(3):
+                    blurred[:, :, i, j] += f[a, b] * xn[:, :, (i + a - 1) % 8, (j + b - 1) % 6]
+    comps = components(torch.from_numpy(blurred))
+    y = pool("aps:filter_size=3", channels=2)(x)
+    for n in range(2):
+        best = int(np.argmax([float((comp[n] ** 2).sum()) for comp in comps]))
+        torch.testing.assert_close(y[n], comps[best][n], rtol=1e-12, atol=1e-12)
+
+
+def test_aps_max_first_is_a_periodic_stride1_max_then_the_choice():
+    x = randn(3, 2, 6, 8)
+    xn = x.numpy()
+    m = np.zeros_like(xn)
+    for i in range(6):
+        for j in range(8):
+            m[:, :, i, j] = np.max([xn[:, :, (i + a) % 6, (j + b) % 8] for a in (0, 1) for b in (0, 1)], axis=0)
+    comps = components(torch.from_numpy(m))
+    y = pool("aps:max_first=true", channels=2)(x)
+    for n in range(3):
+        best = int(np.argmax([float((comp[n] ** 2).sum()) for comp in comps]))
+        torch.testing.assert_close(y[n], comps[best][n], rtol=0, atol=0)
+
+
+def test_lps_eval_keeps_the_best_scored_component():
+    c = 3
+    p = pool("lps", channels=c)
+    x = randn(3, c, 8, 10)
+    conv1, conv2 = p.score[0], p.score[2]
+    with torch.no_grad():
+        y = p(x)
+        for n in range(3):
+            scores = []
+            for comp in components(x):
+                hidden = F.conv2d(F.pad(comp[n:n + 1], (1, 1, 1, 1), mode="circular"), conv1.weight, conv1.bias)
+                scores.append(float(F.conv2d(torch.relu(hidden), conv2.weight, conv2.bias).mean()))
+            torch.testing.assert_close(y[n], components(x)[int(np.argmax(scores))][n], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", SIZES + [(12, 10)])
+def test_asap_against_a_dft_matrix(size):
+    h, w = size
+    ho, wo = h // 2, w // 2
+    x = randn(2, 2, h, w).numpy()
+
+    def signed(n):
+        return np.array([k if k < (n + 1) // 2 else k - n for k in range(n)])
+
+    def hamming(n):
+        return 0.54 + 0.46 * np.cos(2 * np.pi * signed(n) / n)
+
+    def kept(n, m):  # the m lowest frequencies of an n-point DFT, as spectral keeps them
+        return [f for f in signed(n) if -(m // 2) <= f < (m + 1) // 2]
+
+    fh, fw = kept(h, ho), kept(w, wo)
+    want = np.zeros((2, 2, ho, wo))
+    i, j = np.arange(h)[:, None], np.arange(w)[None, :]
+    for u in fh:
+        for v in fw:
+            # forward DFT coefficient (1/HW), windowed, synthesised on the Ho x Wo grid
+            coef = (x * np.exp(-2j * np.pi * (u * i / h + v * j / w))).sum((2, 3)) / (h * w)
+            coef *= np.sqrt(hamming(h)[u % h] * hamming(w)[v % w])
+            a, b = np.arange(ho)[:, None], np.arange(wo)[None, :]
+            want += (coef[..., None, None] * np.exp(2j * np.pi * (u * a / ho + v * b / wo))).real
+    np.testing.assert_allclose(pool("asap", channels=2)(torch.from_numpy(x)).numpy(), want, rtol=1e-9, atol=1e-10)
+
+
+# --- regression: db2 was one input pixel off PyWavelets' periodization ---------------------------
+
+def test_db2_analysis_is_aligned_with_pywavelets_periodization():
+    from poolbench.pools.wavelet import _analysis, _dwt2, _filter_bank, _idwt2
+
+    # PyWavelets' db2 decomposition filters (pywt.Wavelet("db2").dec_lo / .dec_hi), and its
+    # periodization rule: output o sums dec[j] * x[(F/2 + 2o - j) mod N]
+    dec_lo = [-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025]
+    dec_hi = [-0.48296291314469025, 0.836516303737469, -0.22414386804185735, -0.12940952255092145]
+    x = torch.randn(1, 1, 1, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    got = _analysis(x, _filter_bank("db2"), -1)[0, :, 0]
+    for band, dec in enumerate((dec_lo, dec_hi)):
+        want = [sum(dec[j] * x[0, 0, 0, (2 + 2 * o - j) % 10].item() for j in range(4)) for o in range(5)]
+        assert torch.allclose(got[band], torch.tensor(want, dtype=torch.float64), atol=1e-12)
+    bank = _filter_bank("db2")
+    image = torch.randn(2, 1, 8, 12, dtype=torch.float64)
+    assert torch.allclose(_idwt2(_dwt2(image, bank), bank), image, atol=1e-12)   # still exactly invertible

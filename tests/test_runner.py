@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
 
 from poolbench import registry, runner, train
 from poolbench.config import TrainConfig, train_config
@@ -112,7 +116,7 @@ def test_interrupted_run_keeps_finished_cells(tmp_path, count_cells, monkeypatch
     store = ResultStore(tmp_path)
     assert store.has("accuracy", cell_hash("accuracy", cells[0]))
     assert not store.has("accuracy", cell_hash("accuracy", cells[1]))
-    assert [p.name for p in (tmp_path / "accuracy").iterdir()] == [f"{cell_hash('accuracy', cells[0])}.json"]
+    assert [p.name for p in (tmp_path / "accuracy").glob("*.json")] == [f"{cell_hash('accuracy', cells[0])}.json"]
 
     monkeypatch.setattr(AccuracySuite, "run_cell", real)
     log = []
@@ -233,3 +237,127 @@ def test_all_processes_list_the_store_before_anyone_writes(tmp_path, monkeypatch
     run_cells("accuracy", cells_for(["max", "avg"]), RunContext(results=str(tmp_path), progress=False),
               log=quiet)
     assert seen == [0, 1, 2]  # after listing, then after each cell
+
+
+# --- devices, threads, preemption ----------------------------------------------------------------
+
+def test_worker_devices_one_gpu_per_worker():
+    from poolbench.process import worker_devices
+
+    assert worker_devices("cuda", 2, count=2) == ["cuda:0", "cuda:1"]
+    assert worker_devices("cuda", 3, count=2) == ["cuda:0", "cuda:1", "cuda:0"]  # round robin
+    assert worker_devices("cuda:1", 2, count=2) == ["cuda:1", "cuda:1"]          # pinned: shared
+    assert worker_devices("cpu", 2) == ["cpu", "cpu"]
+    with pytest.raises(UsageError, match="no CUDA device"):
+        worker_devices("cuda", 2, count=0)
+
+
+def _device_after_a_while():
+    import time
+
+    time.sleep(1.5)  # both workers are busy at once, so each has taken one task
+    return runner.worker_device()
+
+
+@pytest.mark.slow  # spawns worker processes
+def test_process_workers_take_one_device_each(monkeypatch):
+    """--device cuda --workers 2: the pool's workers get cuda:0 and cuda:1 (a fake device count:
+    the placement is what is tested; no GPU is touched where CUDA is unavailable)."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    devices = runner.worker_devices("cuda", 2)
+    with runner.worker_pool(2, devices) as pool:
+        seen = sorted(f.result() for f in [pool.submit(_device_after_a_while) for _ in range(2)])
+    assert seen == ["cuda:0", "cuda:1"]
+    assert runner.worker_device() is None  # the parent is no worker
+
+
+def test_execute_runs_the_cell_on_the_worker_device_with_its_settings(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_cell(self, cell, ctx):
+        from poolbench.engine import current_settings
+
+        seen.update(device=ctx.device, threads=torch.get_num_threads(), settings=current_settings())
+        return []
+
+    monkeypatch.setattr(AccuracySuite, "run_cell", fake_run_cell)
+    monkeypatch.setitem(runner._WORKER, "device", "cuda:1")
+    before = torch.get_num_threads()
+    ctx = RunContext(results=str(tmp_path), device="cuda", threads=1, checkpoint_minutes=3,
+                     eval_every=2)
+    runner._execute("accuracy", cells_for(["max"])[0], ctx)
+    assert seen["device"] == "cuda:1" and seen["threads"] == 1
+    assert seen["settings"].checkpoint_minutes == 3 and seen["settings"].eval_every == 2
+    assert torch.get_num_threads() == before  # restored after the cell
+
+
+def test_default_threads_never_oversubscribe(monkeypatch):
+    from poolbench import process
+
+    monkeypatch.delenv("POOLBENCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(process.os, "getloadavg", lambda: (3.4, 0.0, 0.0))
+    assert process.free_cores() == 5
+    assert process.default_threads() == 5 and process.default_threads(2) == 2
+    monkeypatch.setattr(process.os, "getloadavg", lambda: (40.0, 0.0, 0.0))
+    assert process.free_cores() == 1 and process.default_threads(4) == 1
+    monkeypatch.setattr(process.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this machine
+    assert process.default_threads() == 4 and process.default_threads(2) == 2
+    monkeypatch.setenv("POOLBENCH_THREADS", "3")
+    assert process.default_threads(2) == 3
+    monkeypatch.setenv("POOLBENCH_THREADS", "x")
+    with pytest.raises(UsageError, match="POOLBENCH_THREADS"):
+        process.default_threads()
+
+
+@pytest.mark.slow  # submits a job and trains
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
+                    reason="submitit not installed (pip install 'poolbench[slurm]')")
+def test_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path, monkeypatch):
+    """The preemption signal (USR2) reaches a running training job: submitit calls
+    CellJob.checkpoint, the job is requeued and resumes from the resume checkpoint; its model is
+    the one an uninterrupted run trains, bit for bit."""
+    import time
+
+    import submitit
+
+    from poolbench import checkpoint as ckpt
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("POOLBENCH_CACHE", str(cache))
+    cfg = TrainConfig(train_size=512, test_size=64, epochs=3, batch_size=64)
+    cell = get_suite("accuracy").cells([cfg], get_suite("accuracy").options({}))[0]
+    ctx = RunContext(results=str(tmp_path / "res"), progress=False, threads=1, checkpoint_minutes=1e-9)
+    ex = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster="local")
+    ex.update_parameters(timeout_min=10)
+    job = ex.submit(runner.CellJob(), "accuracy", cell, ctx)
+    deadline = time.monotonic() + 240
+    while not list((cache / "checkpoints").glob(f"*{ckpt.STATE_SUFFIX}")):
+        assert time.monotonic() < deadline and not job.done(), job.stderr()
+        time.sleep(0.05)
+    # what Slurm sends before it preempts the job (USR2), to the job's task process (submitit's
+    # local controller does not forward LocalJob._interrupt's signal)
+    tasks = [int(p) for t in Path(f"/proc/{job._process.pid}/task").iterdir()
+             for p in (t / "children").read_text().split()]
+    assert len(tasks) == 1
+    os.kill(tasks[0], signal.SIGUSR2)
+    rows, computed = job.result()
+    assert computed and not any(r["error"] for r in rows)
+    logs = "".join(p.read_text() for p in (tmp_path / "jobs").glob("*_log.*"))
+    assert "Calling checkpoint method" in logs and "Requeued job" in logs, logs[-3000:]
+
+    (info_file,) = (cache / "checkpoints").glob("*.json")
+    info = json.loads(info_file.read_text())["info"]
+    assert info["resumed_from"] is not None  # the second run continued the first
+    assert not list((cache / "checkpoints").glob(f"*{ckpt.STATE_SUFFIX}"))
+    with_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = train.train(train_config_of(cell), train.load_bundle(cfg), progress=False).model.state_dict()
+    finally:
+        torch.set_num_threads(with_threads)
+    (model_file,) = [p for p in (cache / "checkpoints").glob("*.pt")]
+    got = torch.load(model_file, weights_only=True)["state_dict"]
+    assert all(torch.equal(got[k], expected[k]) for k in expected)

@@ -203,16 +203,37 @@ def test_seeds_option_makes_one_cell_per_variant_and_seed():
     assert [c["train"]["seed"] for c in made] == [4, 5]
 
 
-def test_table_gives_the_mean_and_spread_over_seeds():
+def test_table_gives_the_mean_and_the_seed_interval():
     rows = [{"pool": "max", "up_pool": "max_unpool", "metric": "miou", "value": v, "seed": s}
             for s, v in enumerate((40.0, 70.0, 100.0))]
     rows.append({"pool": "lift:bands=LL", "up_pool": "lift", "metric": "miou", "value": 55.0, "seed": 0})
     table = SUITE.table(pd.DataFrame(rows))
     assert table.loc["max_unpool", "mIoU %"] == pytest.approx(70.0)
-    assert table.loc["max_unpool", "mIoU sd"] == pytest.approx(30.0)     # sample sd of 40/70/100
-    assert pd.isna(table.loc["lift", "mIoU sd"]) and table.loc["lift", "seeds"] == 1
-    one_seed = SUITE.table(pd.DataFrame(rows[:1] + rows[3:]))
-    assert "mIoU sd" not in one_seed.columns
+    # Student-t over 40/70/100: 70 +- t(0.975, 2) * 30 / sqrt(3)
+    half = 4.302653 * 30.0 / 3 ** 0.5
+    assert table.loc["max_unpool", "mIoU % seeds lo"] == pytest.approx(70.0 - half, rel=1e-5)
+    assert table.loc["max_unpool", "mIoU % seeds hi"] == pytest.approx(70.0 + half, rel=1e-5)
+    assert pd.isna(table.loc["lift", "mIoU % seeds lo"]) and table.loc["lift", "seeds"] == 1
+
+
+def test_miou_interval_comes_from_the_per_image_pixel_counts():
+    # two images of 2 classes: image 0 all right, image 1 all wrong (class 1 predicted as 0)
+    counts = np.zeros((2, 3, 2), np.int32)
+    counts[0] = [[10, 10], [10, 10], [10, 10]]     # inter, predicted, target per class
+    counts[1] = [[0, 0], [20, 0], [0, 20]]
+
+    class Store:
+        def arrays(self, suite, chash):
+            return {"counts": counts}
+
+    rows = [{"pool": "max", "up_pool": "max_unpool", "metric": m, "value": v, "seed": 0,
+             "config_hash": "h", "predictions": "counts"} for m, v in (("miou", 100 * (10 / 30 + 10 / 30) / 2),
+                                                                     ("pixel_accuracy", 50.0))]
+    table = SUITE.table(pd.DataFrame(rows), None, Store())
+    # resamples: both images once (1/2), image 0 twice (1/4: 100%), image 1 twice (1/4: 0%)
+    assert table.loc["max_unpool", "mIoU % lo"] == pytest.approx(0.0)
+    assert table.loc["max_unpool", "mIoU % hi"] == pytest.approx(100.0)
+    assert table.loc["max_unpool", "pixel acc %"] == pytest.approx(50.0)
 
 
 def test_reconstruction_cell_rows():
@@ -242,7 +263,10 @@ def test_train_cell_end_to_end(tmp_path, monkeypatch):
     made = cells([TrainConfig(pool="max")], variants=variant, reconstruction=False, **TINY_RECIPE)
     assert len(made) == 1
     ctx = RunContext(results=str(tmp_path / "results"), progress=False)
-    rows = SUITE.run_cell(made[0], ctx)
+    measured = SUITE.run_cell(made[0], ctx)
+    rows = measured.rows
+    counts = measured.arrays["counts"]                      # per image: inter, predicted, target
+    assert counts.shape[1:] == (3, 11) and (counts[:, 0] <= counts[:, 2]).all()
     by = {r["metric"]: r for r in rows if r["metric"] != "iou"}
     assert 0 <= by["miou"]["value"] <= 100 and 0 <= by["pixel_accuracy"]["value"] <= 100
     assert by["miou"]["model"] == "segnet" and by["miou"]["dataset"] == "shapes-seg"
@@ -253,7 +277,8 @@ def test_train_cell_end_to_end(tmp_path, monkeypatch):
     ckpts = list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
     assert len(ckpts) == 1
     again = SUITE.run_cell(made[0], ctx)            # from the checkpoint cache, same numbers
-    assert [r["value"] for r in again if r["metric"] == "miou"] == [by["miou"]["value"]]
+    assert [r["value"] for r in again.rows if r["metric"] == "miou"] == [by["miou"]["value"]]
+    assert np.array_equal(again.arrays["counts"], counts)
     json.dumps(rows)
     table = SUITE.table(pd.DataFrame(rows))
     assert list(table.index) == [variant] and "mIoU %" in table.columns
@@ -378,4 +403,46 @@ def test_no_named_pool_runs_all_four_variants_below_the_preset():
 
 def test_notes_state_the_uncertainty():
     notes = SUITE.notes(SUITE.options({"seeds": [0, 1, 2]}))
-    assert any("over 3 training seeds" in n and "sample standard deviation" in n for n in notes)
+    assert any("over 3 training seeds" in n for n in notes)
+    assert any("Student-t interval over training seeds" in n for n in notes)
+
+
+# --- polyphase pools and their partners as variants ----------------------------------------
+
+def test_aps_and_lps_are_variants_with_their_own_up_pools():
+    made = cells([TrainConfig(pool="aps"), TrainConfig(pool="lps")], images="camera", dtypes="float64")
+    trained = [c for c in made if c["kind"] == "train"]
+    assert [(c["variant"], c["train"]["pool"], c["train"]["policy"]) for c in trained] == \
+        [("aps", "aps", "paired"), ("lps", "lps", "paired")]
+    named = cells([TrainConfig()], variants="aps:filter_size=3,lps", reconstruction=False)
+    assert [c["train"]["pool"] for c in named] == ["aps:filter_size=3", "lps"]
+
+
+def test_aps_reconstruction_is_the_kept_phase_and_blur_interpolates():
+    # down then up keeps one pixel in four (the others zero); with the blur the holes are filled
+    cell = {"kind": "reconstruction", "method": "aps", "pool": "aps", "upsample": "paired",
+            "images": ["camera"], "levels": 1, "dtypes": ["float64"], "seed": 0}
+    plain = SUITE.run_cell(cell, RunContext(progress=False))[0]["value"]
+    blurred = SUITE.run_cell({**cell, "pool": "aps:filter_size=3"}, RunContext(progress=False))[0]["value"]
+    assert 3 < plain < 15 and blurred > plain + 10
+
+
+@pytest.mark.parametrize("variant", ["aps", "lps"])
+def test_polyphase_segnet_trains_a_step_and_its_eval_is_shift_equivariant(variant):
+    torch.manual_seed(0)
+    net = create_segnet(3, variant, widths=(4, 8))
+    x = torch.rand(2, 3, 16, 16)
+    net.train()
+    loss = net(x).square().mean()   # the Gumbel mix (lps) and the hard choice (aps) both backpropagate
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    # with circular padding everywhere a SegNet of polyphase pairs is exactly shift-equivariant
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d) and m.padding != (0, 0):
+            m.padding_mode = "circular"
+    net.eval()
+    with torch.no_grad():
+        ref = net(x)
+        for shift in ((1, 0), (3, 5), (2, 7)):
+            out = net(torch.roll(x, shift, dims=(2, 3)))
+            torch.testing.assert_close(out, torch.roll(ref, shift, dims=(2, 3)), rtol=1e-4, atol=1e-5)

@@ -227,7 +227,8 @@ def test_checkpoint_with_pickled_objects_is_refused(tmp_path, bundle):
     torch.save({"state_dict": {}, "extra": Opaque()}, path)  # loads only with weights_only=False
     with pytest.raises(UsageError) as info:
         get_trained_model(TINY, bundle, progress=False, checkpoint=str(path))
-    assert "weights-only" in str(info.value) and "\n" not in str(info.value)
+    message = str(info.value)
+    assert "never unpickles" in message and "weights_only" not in message and "\n" not in message
 
 
 @pytest.mark.slow
@@ -323,3 +324,137 @@ def test_seeds_from_preset():
     assert seeds_of({"train": {"seeds": [0, 1]}}, 7) == [7]
     with pytest.raises(UsageError, match="seeds"):
         seeds_of({"train": {"seeds": ["a"]}}, None)
+
+
+# --- the engine: deferred divergence checks, learning curves, precision, resume ------------------------
+
+@pytest.mark.slow
+def test_divergence_looked_at_every_n_steps_still_names_the_first_bad_step(bundle, scratch_pools):
+    from poolbench.engine import TrainSettings
+
+    registry.register_pool("test_nan")(lambda channels: NaNPool())
+    steps = []
+    real = train.lr_at
+    cfg = dataclasses.replace(TINY, pool="test_nan")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "lr_at", lambda c, e: steps.append(e) or real(c, e))
+        with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1 step 1 \(loss nan\)"):
+            train.train(cfg, bundle, progress=False, settings=TrainSettings(check_every=3))
+    assert len(steps) == 3  # no host look before the third step; stopped there
+
+
+@pytest.mark.slow
+def test_learning_curve_per_epoch(tmp_path, bundle, scratch_pools):
+    registry.register_pool("test_aux")(lambda channels: AuxPool())
+    cfg = dataclasses.replace(TINY, pool="test_aux", epochs=2, lr=0.04)
+    result = train.train(cfg, bundle, progress=False)
+    history = result.info["history"]
+    assert [p["epoch"] for p in history] == [1, 2]
+    for p in history:
+        assert math.isfinite(p["train_loss"]) and p["train_loss"] > 0
+        assert set(p["aux"]) == {"aux_energy"} and p["aux"]["aux_energy"] > 0
+        assert 0 <= p["test_error"] <= 100
+    # the rate of each epoch's last step (4 steps per epoch)
+    assert [p["lr"] for p in history] == [lr_at(cfg, 0.75), lr_at(cfg, 1.75)]
+    # the curve's last test error is the accuracy suite's top-1 error of the same model
+    logits, labels = train.predict_dataset(result.model, bundle.test)
+    assert history[-1]["test_error"] == pytest.approx(100 * train.topk_error(logits, labels, 1))
+    # and the points become rows of the cell
+    suite = get_suite("accuracy")
+    cells = suite.cells([train_config({"train": cfg.to_dict()}, "test_aux", 0)], suite.options({}))
+    rows = run_cells("accuracy", cells, RunContext(results=str(tmp_path), progress=False), log=lambda m: None).rows
+    curve = {(r["metric"], r["epoch"]) for r in rows if r["metric"].startswith("curve_")}
+    assert curve == {(m, e) for e in (1, 2) for m in ("curve_train_loss", "curve_lr", "curve_test_error",
+                                                      "curve_aux_energy")}
+
+
+def test_amp_is_in_the_recipe_hash_only_when_on():
+    off = TrainConfig()
+    assert "amp" not in off.to_dict()  # hashes of float32 recipes are what they were
+    bf16 = dataclasses.replace(off, amp="bf16")
+    assert bf16.to_dict()["amp"] == "bf16"
+    assert train.checkpoint_path(bf16) != train.checkpoint_path(off)
+    with pytest.raises(UsageError, match="unknown amp"):
+        TrainConfig(amp="fp8")
+
+
+def test_precision_scales_only_fp16():
+    from poolbench.engine import Precision, default_amp
+
+    assert Precision("fp16", "cpu").scaler is not None
+    assert Precision("bf16", "cpu").scaler is None and Precision("off", "cpu").dtype is None
+    assert default_amp("cuda:1") == "bf16" and default_amp("cpu") == "off"
+
+
+@pytest.mark.slow
+def test_bf16_autocast_trains_lift_on_cpu(bundle):
+    cfg = dataclasses.replace(TINY, pool="lift", amp="bf16")
+    result = train.train(cfg, bundle, progress=False)
+    assert result.info["amp"] == "bf16"
+    assert all(torch.isfinite(t).all() for t in result.model.state_dict().values() if t.is_floating_point())
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast, not a cast
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_interrupted_in_process_then_resumed(tmp_path, monkeypatch, device):
+    """An exception in the middle of epoch 2 (after mid-epoch checkpoints), then the same call:
+    it resumes and ends with the uninterrupted run's weights (equal on CPU; on CUDA, whose
+    kernels need not be deterministic, close)."""
+    from poolbench.engine import TrainSettings
+
+    monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
+    cfg = dataclasses.replace(TINY, pool="lift", epochs=2, warmup_epochs=1)
+    data = load_bundle(cfg)
+    expected = train.train(cfg, data, device, progress=False).model.state_dict()
+    calls, real = [], train.lr_at
+
+    def interrupting(c, e):
+        calls.append(e)
+        if len(calls) == 6:
+            raise _Interrupt()
+        return real(c, e)
+
+    settings = TrainSettings(checkpoint_minutes=1e-9)
+    monkeypatch.setattr(train, "lr_at", interrupting)
+    with pytest.raises(_Interrupt):
+        get_trained_model(cfg, data, device, progress=False, settings=settings)
+    monkeypatch.setattr(train, "lr_at", real)
+    result = get_trained_model(cfg, data, device, progress=False, settings=settings)
+    assert result.info["resumed_from"] == {"epoch": 1, "step": 1}
+    got = result.model.state_dict()
+    for k in expected:
+        if device == "cpu":
+            assert torch.equal(got[k], expected[k]), k
+        else:
+            torch.testing.assert_close(got[k], expected[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("pool", ["lift", "max"])
+def test_bf16_training_on_cuda(pool):
+    cfg = dataclasses.replace(TINY, pool=pool, amp="bf16")
+    result = train.train(cfg, load_bundle(cfg), "cuda", progress=False)
+    assert result.info["amp"] == "bf16" and result.info["final_task_loss"] < 10
+    assert all(torch.isfinite(t).all() for t in result.model.state_dict().values() if t.is_floating_point())
+
+
+def test_training_loader_settings(bundle):
+    from poolbench.engine import TrainSettings, train_loader
+
+    loader, sampler, _ = train_loader(bundle.train, 64, 0, 0, 1, 2, "cpu")
+    assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory
+    cuda_loader, _, _ = train_loader(bundle.train, 64, 0, 0, 1, 0, "cuda:1")
+    assert cuda_loader.pin_memory and not cuda_loader.persistent_workers
+    settings = TrainSettings()
+    assert settings.loader_workers_for("shapes") == 0 and settings.loader_workers_for("imagefolder") >= 1
+    assert settings.eval_every_for("shapes") == 1 and settings.eval_every_for("imagefolder") == 0
+    assert settings.check_every_for("cpu") == 1 and settings.check_every_for("cuda") == 50
+    with pytest.raises(UsageError, match="checkpoint-minutes"):
+        TrainSettings(checkpoint_minutes=-1)

@@ -1,6 +1,7 @@
 """Datasets: one entry point for the built-in generated data and real datasets.
 
     bundle = load_dataset("shapes", seed=0)            # built-in, nothing to download
+    bundle = load_dataset("photos", seed=0)            # built-in crops of skimage.data photographs
     bundle = load_dataset("cifar10", root="~/data")    # root/cifar-10-batches-py/
     bundle = load_dataset("imagefolder:/data/imagenet")  # train/ + val/ class folders
     seg = load_segmentation_dataset("shapes-seg")
@@ -20,10 +21,14 @@ import os
 from ..errors import UsageError
 from .arrays import ArrayDataset
 from .bundles import DatasetBundle, EvalArrays, SegEvalArrays, SegmentationBundle, spread_indices
-from .datasets import default_data_root, load_cifar
+from .datasets import cifar_files, default_data_root, load_cifar
+from .fingerprint import files_fingerprint, folder_fingerprint, tree_fingerprint
 from .folders import load_imagefolder
+from .photos import GENERATOR as PHOTOS_GENERATOR
+from .photos import load_photos
 from .shapes import load_shapes, load_shapes_seg
 from .synthetic import CLASS_NAMES as SHAPES_CLASS_NAMES
+from .synthetic import GENERATOR as SHAPES_GENERATOR
 
 DEFAULT_DATASET = "shapes"
 DEFAULT_SEGMENTATION_DATASET = "shapes-seg"
@@ -31,6 +36,7 @@ DEFAULT_SEGMENTATION_DATASET = "shapes-seg"
 # name -> one-line description (``imagefolder`` takes a path: ``imagefolder:PATH``)
 CLASSIFICATION_DATASETS = {
     "shapes": "built-in generated 32x32, 10 classes (5 shapes x 2 stripe orientations), nothing to download",
+    "photos": "built-in 32x32 crops of scikit-image's photographs, 10 classes (the source photo), nothing to download",
     "cifar10": "CIFAR-10, 32x32, 10 classes (torchvision download when missing)",
     "cifar100": "CIFAR-100, 32x32, 100 fine classes (torchvision download when missing)",
     "imagefolder": "imagefolder:PATH, a class-per-folder tree (ImageNet, Tiny-ImageNet, ...)",
@@ -96,11 +102,11 @@ def load_dataset(
 ) -> DatasetBundle:
     """Load a classification dataset by name.
 
-    name: "shapes" (built-in), "cifar10", "cifar100" or "imagefolder:PATH".
+    name: "shapes" or "photos" (built-in), "cifar10", "cifar100" or "imagefolder:PATH".
     root: directory holding real datasets (default $POOLBENCH_DATA_ROOT or
-        ~/.cache/poolbench/data); ignored by shapes and imagefolder (the path is in the name).
-    seed: generator seed for shapes (real datasets do not depend on it).
-    train_size / test_size: shapes: how many images to generate (default 10,000 / 2,000);
+        ~/.cache/poolbench/data); ignored by shapes, photos and imagefolder (the path is in the name).
+    seed: generator seed for shapes and photos (real datasets do not depend on it).
+    train_size / test_size: shapes, photos: how many images to generate (default 10,000 / 2,000);
         real datasets: keep that many evenly spaced images (default: all).
     image_size: imagefolder only (default 224; below 128 uses the small-image transforms).
     download: CIFAR only; try torchvision's download when files are missing.
@@ -115,6 +121,8 @@ def load_dataset(
         raise UsageError(f"dataset {key!r} takes no ':' argument (got {str(name)!r}): use {key!r}")
     if key == "shapes":
         return load_shapes(seed=seed, train_size=train_size, test_size=test_size)
+    if key == "photos":
+        return load_photos(seed=seed, train_size=train_size, test_size=test_size)
     if key in ("cifar10", "cifar100"):
         return load_cifar(key, root=root, train_size=train_size, test_size=test_size, download=download)
     if not arg:
@@ -122,6 +130,26 @@ def load_dataset(
                          "and PATH/val/<class>/ (or a single PATH/<class>/ tree)")
     return load_imagefolder(arg, image_size=224 if image_size is None else image_size,
                             train_size=train_size, test_size=test_size)
+
+
+def dataset_fingerprint(name: str, root: str | os.PathLike | None = None, *, download: bool = True) -> str:
+    """What ``name`` (under ``root``) holds, as a short digest (``poolbench.data.fingerprint``).
+
+    Checked before any stored result is looked up: data that is missing fails here, in one
+    line, even when results of a dataset of that name are stored.
+    """
+    key, arg = _split_name(name)
+    if key == "shapes" or key in SEGMENTATION_DATASETS:
+        return SHAPES_GENERATOR
+    if key == "photos":
+        return PHOTOS_GENERATOR
+    if key in ("cifar10", "cifar100"):
+        return files_fingerprint(cifar_files(key, root, download))
+    if key == "imagefolder":
+        if not arg:
+            raise UsageError("imagefolder needs a path: use imagefolder:PATH")
+        return tree_fingerprint(arg, "imagefolder path")
+    raise _unknown(key, "classification")
 
 
 def load_segmentation_dataset(
@@ -147,5 +175,5 @@ def load_segmentation_dataset(
 __all__ = [
     "ArrayDataset", "DatasetBundle", "EvalArrays", "SegEvalArrays", "SegmentationBundle",
     "SHAPES_CLASS_NAMES", "DEFAULT_DATASET", "DEFAULT_SEGMENTATION_DATASET", "default_data_root",
-    "describe_datasets", "list_datasets", "load_dataset", "load_segmentation_dataset", "spread_indices",
+    "dataset_fingerprint", "describe_datasets", "folder_fingerprint", "list_datasets", "load_dataset", "load_segmentation_dataset", "spread_indices",
 ]

@@ -1,8 +1,16 @@
 """Corrupted image sets: generated with ``imagecorruptions``, or the official CIFAR-C / ImageNet-C.
 
 Generated corruptions (``corrupt_images``, ``generate_corrupted_set``)
-    The ``imagecorruptions`` module, from the maintained ``imagecorruptions-imaug``
-    distribution. Every image is seeded from (run seed, corruption, severity, image index):
+    At the data's scale: the parameter set of the benchmark's authors for the resolution
+    (``poolbench.corrupt.params``: ``cifar`` = CIFAR-10-C's at 32x32, ``tinyimagenet`` =
+    Tiny-ImageNet-C's at 64x64, ``imagenet`` = ImageNet-C's at 224), ``auto`` picking the set
+    whose native size is nearest to the images' shorter side. Two engines: ``reference`` (the
+    ``imagecorruptions`` module, from the maintained ``imagecorruptions-imaug`` distribution, at
+    ImageNet parameters; the project's numpy generator ``poolbench.corrupt.reference`` at the
+    others) and ``torch`` (``poolbench.corrupt``: batched, CPU or CUDA); ``auto`` uses torch for
+    the corruptions whose equivalence with the reference is tested (``TORCH_DEFAULT``) and the
+    reference for the rest. The set and the engine of every array are in its cache key and
+    manifest. With the reference engine every image is seeded from (run seed, corruption, severity, image index):
     ``np.random.seed`` for the 17 corruptions that draw from numpy's global generator, the
     ``seed=`` argument for ``impulse_noise`` and ``glass_blur`` (the only two that accept it;
     glass_blur's pixel shuffle runs in numba with its own generator). numpy's global state is
@@ -16,8 +24,7 @@ Generated corruptions (``corrupt_images``, ``generate_corrupted_set``)
     the maximum of its liquid mask, which is all zero for about 2% of 32x32 images at severity
     1 (never seen at 64x64 or 224x224); the library then returns NaN, cast to an all-black
     image. Here the NaN pixels get the clean pixel back (what a zero mask means: no spatter).
-    The parameters are ImageNet-strength at any size, so at 32x32 severities are harsher than
-    CIFAR-10-C: report that beside the numbers. ``glass_blur``'s first call in a process
+    ``glass_blur``'s first call in a process
     JIT-compiles its numba kernel (about 2 s); every worker process pays it once.
     The library's stray ``print`` calls (zoom_blur/snow fallbacks) are sent to stderr so that
     ``--json`` output on stdout stays clean. Shapes that ever differ from the input would be
@@ -41,6 +48,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..corrupt import engine as _torch_engine
+from ..corrupt import reference as _numpy_reference
+from ..corrupt.params import PARAM_SETS, SOURCES, resolve_params
 from ..errors import UsageError
 from ..metrics import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 from . import cache as _cache
@@ -50,16 +60,41 @@ from . import jobs as _jobs
 SEED_ARGUMENT_CORRUPTIONS = ("impulse_noise", "glass_blur")
 LIBRARY_DISTRIBUTIONS = ("imagecorruptions-imaug", "imagecorruptions")
 MIN_SIZE = 32
-GENERATOR_REVISION = 1  # bump when this module's post-processing changes the bytes
+GENERATOR_REVISION = 2  # bump when this module's post-processing changes the bytes
+ENGINES = ("auto", "reference", "torch")
 
 __all__ = [
-    "ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "SEVERITIES", "CorruptedSet", "corrupt_images",
-    "generate_corrupted_set", "library_version", "load_cifar_c", "load_imagenet_c",
+    "ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "ENGINES", "PARAM_SETS", "SEVERITIES",
+    "CorruptedSet", "corrupt_images", "engine_for", "generate_corrupted_set", "library_version",
+    "load_cifar_c", "load_imagenet_c", "resolve_params",
 ]
 
 
 def library_version() -> str:
     return _cache.library_version(*LIBRARY_DISTRIBUTIONS)
+
+
+def engine_for(corruption: str, engine: str) -> str:
+    """The engine that makes ``corruption``: ``reference`` or ``torch``. ``auto``: torch where
+    its equivalence tests pass (``TORCH_DEFAULT``); an explicit ``torch`` falls back to the
+    reference only where the torch engine has no implementation."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown corruption engine {engine!r}; use {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "torch" if corruption in _torch_engine.TORCH_DEFAULT else "reference"
+    if engine == "torch" and corruption not in _torch_engine.IMPLEMENTED:
+        return "reference"
+    return engine
+
+
+def generator_version(params: str, engine: str) -> str:
+    """What made the bytes: the library (reference at imagenet), our numpy generator (reference
+    at the small sets, which calls the library's helpers) or the torch engine."""
+    if engine == "torch":
+        return _torch_engine.version()
+    if params == "imagenet":
+        return library_version()
+    return f"poolbench.corrupt.reference r{_numpy_reference.REVISION} ({library_version()})"
 
 
 def check_corruption(name: str) -> str:
@@ -117,10 +152,15 @@ def _fit(out: np.ndarray, clean: np.ndarray) -> np.ndarray:
 
 
 def _corrupt_chunk(images: np.ndarray, start: int, corruption: str, severity: int,
-                   seed: int) -> np.ndarray:
+                   seed: int, params: str = "imagenet", engine: str = "reference") -> np.ndarray:
     """Corrupt a chunk whose first image has index ``start`` in the whole set."""
-    lib = _library()
-    fn = lib.corruption_dict[corruption]
+    if engine == "torch":
+        return _torch_engine.corrupt_numpy(images, corruption, severity, seed, params, start=start)
+    if params == "imagenet":
+        fn = _library().corruption_dict[corruption]
+    else:
+        def fn(img, sev, seed=None):
+            return _numpy_reference.corrupt(np.asarray(img), corruption, sev, params, seed=seed)
     out = np.empty_like(images)
     state = np.random.get_state()
     try:
@@ -139,14 +179,18 @@ def _corrupt_chunk(images: np.ndarray, start: int, corruption: str, severity: in
     return out
 
 
-def corrupt_images(images: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+def corrupt_images(images: np.ndarray, corruption: str, severity: int, seed: int,
+                   params: str = "auto", engine: str = "reference") -> np.ndarray:
     """Corrupt uint8 (N, H, W, 3) images (H, W >= 32) in this process; returns uint8 (N, H, W, 3).
 
-    Image i is seeded from (seed, corruption, severity, i) only: deterministic.
+    ``params``: ``auto`` (from the image size) | cifar | tinyimagenet | imagenet; ``engine``: reference | torch | auto. Image i is seeded from (seed,
+    corruption, severity, i) only: deterministic.
     """
     images = _cache.check_images(images, MIN_SIZE)
-    return _corrupt_chunk(images, 0, check_corruption(corruption), check_severity(severity),
-                          _cache.check_seed(seed))
+    corruption = check_corruption(corruption)
+    return _corrupt_chunk(images, 0, corruption, check_severity(severity),
+                          _cache.check_seed(seed), resolve_params(params, images.shape[1:3]),
+                          engine_for(corruption, engine))
 
 
 class CorruptedSet(_cache.ArraySet):
@@ -156,20 +200,23 @@ class CorruptedSet(_cache.ArraySet):
     are the clean labels (the same for every corruption and severity).
     """
 
-    def __init__(self, labels, sources, corruptions, severities, seed=None, source="generated"):
+    def __init__(self, labels, sources, corruptions, severities, seed=None, source="generated",
+                 params=None, engines=None):
         super().__init__(kind="corrupted", labels=None if labels is None else np.asarray(labels),
                          _sources=sources)
         self.corruptions = tuple(corruptions)
         self.severities = tuple(severities)
         self.seed = seed
         self.source = source
+        self.params = params            # the parameter set (None: official data)
+        self.engines = dict(engines or {})  # corruption -> "reference" | "torch"
 
     def get(self, corruption: str, severity: int, mmap: bool = False) -> np.ndarray:
         return self._get((check_corruption(corruption), check_severity(severity)), mmap)
 
     def __repr__(self) -> str:
         return (f"CorruptedSet({self.source}, {len(self.corruptions)} corruptions x severities "
-                f"{list(self.severities)}, seed={self.seed})")
+                f"{list(self.severities)}, seed={self.seed}, params={self.params})")
 
 
 def generate_corrupted_set(images: np.ndarray, labels: Any = None,
@@ -178,43 +225,61 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
                            cache_dir: str | os.PathLike | None = None, *,
                            dataset: str = "custom", subset: str = "test",
                            workers: int | None = None, chunk_size: int = 256,
-                           progress: bool = True, mp_context: str | None = None) -> CorruptedSet:
+                           progress: bool = True, mp_context: str | None = None,
+                           params: str = "auto", engine: str | dict = "reference") -> CorruptedSet:
     """Produce every (corruption, severity) of ``images`` once and return them lazily.
 
-    With ``cache_dir`` each array is cached as
-    ``<cache_dir>/corruptions/<dataset>/<subset>/<corruption>/s<severity>-seed<seed>-<digest>.npy``
-    plus a JSON manifest, keyed by dataset, subset, corruption, severity, seed, the library
-    version and a fingerprint of the images; arrays already there are reused, missing ones are
-    generated in ``workers`` processes (default: the usable cores; 0 or 1: in this process),
-    chunked over images, with a progress bar on stderr. Without ``cache_dir`` the arrays are
-    kept in memory. With ``workers > 1`` a calling script needs ``if __name__ == "__main__":``.
+    ``params``: the parameter set (``auto``: from the image size); ``engine``: reference |
+    torch | auto (see the module note), or a dict corruption -> engine. With ``cache_dir`` each array is cached as
+    ``<cache_dir>/corruptions/<dataset>/<subset>/<corruption>/<params>-<engine>-s<severity>-seed<seed>-<digest>.npy``
+    plus a JSON manifest, keyed by dataset, subset, corruption, severity, seed, parameter set,
+    engine, the generator's version and a fingerprint of the images; arrays already there are
+    reused, missing ones are generated: the reference engine in ``workers`` processes (default:
+    the usable cores; 0 or 1: in this process), the torch engine in this process (batched, on
+    torch's threads), chunked over images, with a progress bar on stderr. Without
+    ``cache_dir`` the arrays are kept in memory. With ``workers > 1`` a calling script needs
+    ``if __name__ == "__main__":``.
     """
     images = _cache.check_images(images, MIN_SIZE)
     if labels is not None and len(labels) != len(images):
         raise UsageError(f"{len(labels)} labels for {len(images)} images; pass one label per image")
     names, sev, seed = _names(corruptions), _severities(severities), _cache.check_seed(seed)
-    lib_version = library_version()
+    params = resolve_params(params, images.shape[1:3])
+    engines = {c: engine_for(c, engine.get(c, "reference") if isinstance(engine, dict) else engine)
+               for c in names}
     fingerprint = _cache.images_fingerprint(images)
-    jobs = []
+    jobs = {"reference": [], "torch": []}
     for c in names:
         for s in sev:
             manifest = {
                 "kind": "corruption", "dataset": str(dataset), "subset": str(subset),
-                "corruption": c, "severity": s, "seed": seed, "library": lib_version,
+                "corruption": c, "severity": s, "seed": seed, "params": params,
+                "params_source": SOURCES[params], "engine": engines[c],
+                "library": generator_version(params, engines[c]),
                 "generator_revision": GENERATOR_REVISION, "format": _cache.FORMAT_VERSION,
                 "images": fingerprint, "num_images": len(images),
                 "image_shape": list(images.shape[1:]),
             }
             path = None if cache_dir is None else _cache.entry_path(
-                cache_dir, "corruptions", dataset, subset, c, f"s{s}", seed, _cache.digest(manifest))
-            jobs.append(_jobs.Job(key=(c, s), func=_corrupt_chunk,
-                                  params={"corruption": c, "severity": s, "seed": seed},
-                                  item_shape=tuple(images.shape[1:]), path=path, manifest=manifest))
-    sources = _jobs.generate(jobs, images, workers=workers, chunk_size=chunk_size, progress=progress,
-                             desc=f"corrupting {dataset}/{subset}", mp_context=mp_context,
-                             cache_dir=cache_dir)
+                cache_dir, "corruptions", dataset, subset, c, f"{params}-{engines[c]}-s{s}", seed,
+                _cache.digest(manifest))
+            jobs[engines[c]].append(_jobs.Job(
+                key=(c, s), func=_corrupt_chunk,
+                params={"corruption": c, "severity": s, "seed": seed, "params": params,
+                        "engine": engines[c]},
+                item_shape=tuple(images.shape[1:]), path=path, manifest=manifest))
+    sources = {}
+    for kind, todo in jobs.items():
+        # the torch engine is batched on torch's own threads: worker processes would only
+        # multiply the threads
+        sources.update(_jobs.generate(
+            todo, images, workers=0 if kind == "torch" else workers,
+            chunk_size=chunk_size, progress=progress,
+            desc=f"corrupting {dataset}/{subset} ({params}, {kind})", mp_context=mp_context,
+            cache_dir=cache_dir))
     ordered = {(c, s): sources[(c, s)] for c in names for s in sev}
-    return CorruptedSet(labels, ordered, names, sev, seed=seed, source=f"{dataset}/{subset}")
+    return CorruptedSet(labels, ordered, names, sev, seed=seed, source=f"{dataset}/{subset}",
+                        params=params, engines=engines)
 
 
 # --------------------------------------------------------------------------- official data

@@ -163,15 +163,10 @@ def read_cifar(fmt: CifarFormat, folder: Path):
     return xtr, ytr, xte, yte, tuple(names)
 
 
-def load_cifar(name: str, *, root: str | os.PathLike | None = None, train_size: int | None = None,
-               test_size: int | None = None, download: bool = True) -> DatasetBundle:
-    """CIFAR-10 or CIFAR-100 from ``root/cifar-10-batches-py`` or ``root/cifar-100-python``.
-
-    Downloads (through torchvision) only when files are missing and ``download`` is true.
-    ``train_size``/``test_size`` keep that many evenly spaced images (quick runs).
-    """
+def cifar_folder(name: str, root: str | os.PathLike | None = None, download: bool = True) -> Path:
+    """The folder holding every CIFAR-10/-100 file, downloaded (torchvision) when files are
+    missing and ``download`` is true; one line naming what is missing and the fix otherwise."""
     fmt = CIFAR_FORMATS[name]
-    train_size, test_size = check_size("train_size", train_size), check_size("test_size", test_size)
     base = Path(root).expanduser() if root is not None else default_data_root()
     folder = _cifar_dir(fmt, base)
     missing = _missing(folder, fmt)
@@ -190,6 +185,26 @@ def load_cifar(name: str, *, root: str | os.PathLike | None = None, train_size: 
         if missing:
             raise UsageError(f"{fmt.name} download left {folder} without {', '.join(missing)}: "
                              f"pass --data-root DIR with {_cifar_layout(fmt, 'DIR')}")
+    return folder
+
+
+def cifar_files(name: str, root: str | os.PathLike | None = None, download: bool = True) -> list[Path]:
+    """The batch and meta files of CIFAR-10/-100 (what its data fingerprint hashes)."""
+    fmt = CIFAR_FORMATS[name]
+    folder = cifar_folder(name, root, download)
+    return [folder / n for n in (*fmt.train_files, fmt.test_file, fmt.meta_file)]
+
+
+def load_cifar(name: str, *, root: str | os.PathLike | None = None, train_size: int | None = None,
+               test_size: int | None = None, download: bool = True) -> DatasetBundle:
+    """CIFAR-10 or CIFAR-100 from ``root/cifar-10-batches-py`` or ``root/cifar-100-python``.
+
+    Downloads (through torchvision) only when files are missing and ``download`` is true.
+    ``train_size``/``test_size`` keep that many evenly spaced images (quick runs).
+    """
+    fmt = CIFAR_FORMATS[name]
+    train_size, test_size = check_size("train_size", train_size), check_size("test_size", test_size)
+    folder = cifar_folder(name, root, download)
     xtr, ytr, xte, yte, names = read_cifar(fmt, folder)
     tr, te = spread_indices(len(xtr), train_size), spread_indices(len(xte), test_size)
     return DatasetBundle(

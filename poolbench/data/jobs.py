@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import sys
 import tempfile
@@ -29,7 +30,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm  # plain tqdm, not tqdm.auto: always a text bar on stderr
 
+from ..atomic import remove_stale_temps, temp_prefix
 from ..errors import PoolbenchError, UsageError
+from ..lifeline import exit_with_parent
 from .cache import _Cached, atomic_write_json
 
 _WORKER_IMAGES: np.ndarray | None = None
@@ -54,8 +57,9 @@ class Job:
     manifest: dict = field(default_factory=dict)
 
 
-def _init_worker(images_path: str, threads: int) -> None:
+def _init_worker(images_path: str, threads: int, run_pid: int) -> None:
     global _WORKER_IMAGES
+    exit_with_parent(run_pid)
     _WORKER_IMAGES = np.load(images_path, mmap_mode="r", allow_pickle=False)
     with contextlib.suppress(Exception):
         cv2.setNumThreads(threads)
@@ -81,7 +85,8 @@ class _Output:
             self.array = np.empty(self.shape, np.uint8)
         else:
             job.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, self.tmp = tempfile.mkstemp(dir=job.path.parent, prefix=f".{job.path.name}.",
+            remove_stale_temps(job.path.parent)
+            fd, self.tmp = tempfile.mkstemp(dir=job.path.parent, prefix=temp_prefix(job.path.name),
                                             suffix=".tmp")
             os.close(fd)
             self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
@@ -134,7 +139,27 @@ def _mp_context(name: str | None):
     ctx = multiprocessing.get_context(name)
     if name == "forkserver":
         ctx.set_forkserver_preload(list(_PRELOAD))  # no effect once the server runs
+        # The server starts as `python -c ...`, which puts the working directory first on
+        # sys.path (3.11 ignores the parent's path it is handed): run from a folder holding a
+        # `poolbench/` directory (a clone's parent) and the workers imported that instead of
+        # the installed package. Safe-path mode (-P) leaves the working directory out.
+        with _environ(PYTHONSAFEPATH="1"):
+            multiprocessing.forkserver.ensure_running()
     return ctx
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_jobs(jobs: Sequence[Job], images: np.ndarray, *, workers: int | None = None,
@@ -175,7 +200,7 @@ def run_jobs(jobs: Sequence[Job], images: np.ndarray, *, workers: int | None = N
         with _staged(images, scratch_dir) as staged:
             ctx = _mp_context(mp_context)
             with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
-                                     initializer=_init_worker, initargs=(staged, 1)) as pool:
+                                     initializer=_init_worker, initargs=(staged, 1, os.getpid())) as pool:
                 pending = {}
                 queue = iter(tasks)
                 limit = 2 * min(workers, len(tasks))  # bounded in-flight tasks: bounded memory
@@ -221,7 +246,8 @@ def _staged(images: np.ndarray, scratch_dir: Path | None):
     directory = Path(scratch_dir) if scratch_dir is not None else None
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".poolbench-images-", suffix=".npy")
+    remove_stale_temps(directory if directory is not None else tempfile.gettempdir())
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=temp_prefix("poolbench-images"), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, np.ascontiguousarray(images), allow_pickle=False)

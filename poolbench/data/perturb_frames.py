@@ -1,8 +1,9 @@
 """Perturbation frames (ImageNet-P / CIFAR-P style): the schedules and the frame generators.
 
 A sequence is frames x_0..x_{n-1} of one image under a growing (or moving) perturbation;
-``perturb_sequences`` returns uint8 (N, frames, H, W, 3). Two schedules (``spec/protocols.md``
-and the authors' generation scripts ``make_cifar_p.py`` / ``make_imagenet_p.py``), frame i:
+``perturb_sequences`` returns uint8 (N, frames, H, W, 3). Three schedules (``spec/protocols.md``
+and the authors' generation scripts ``make_cifar_p.py`` / ``make_tinyimagenet_p.py`` /
+``make_imagenet_p.py``), frame i:
 
 | perturbation   | cifar (32x32)                         | imagenet (224x224)                    |
 |----------------|---------------------------------------|---------------------------------------|
@@ -25,10 +26,18 @@ and the authors' generation scripts ``make_cifar_p.py`` / ``make_imagenet_p.py``
 |                |     (loc 0.6, sigma 1.75, threshold   | drip kernel (.05, .1, .15, .7)        |
 |                |     0.7, drip kernel (0.2, 0.8))      |                                       |
 
+``tinyimagenet`` (64x64, ``make_tinyimagenet_p.py``): 31 frames each; gaussian_noise 0.025,
+shot_noise 500, speckle 0.05, brightness (i-15) * 0.02, translate i-15 px, rotate, tilt and
+shear i-15 degrees, scale (2.5i + 40) / 100, zoom_blur 1 + 0.004k, motion_blur radius 14,
+sigma 3 at (i-30)*5 degrees, gaussian_blur sigma 0.35 + 0.014i (truncate 7), snow scale 0.28,
+zoom 2, radius 10, sigma 2.5, spatter as cifar but scale 0.25.
+
 The spec lists only the translate, brightness, scale and noise-sigma differences for 224x224;
 the authors' ImageNet-P script also differs in shot noise (300), motion blur, tilt, Gaussian
-blur, snow and spatter, as in the table. ``schedule="auto"`` picks ``cifar`` for images up to
-64x64 and ``imagenet`` above.
+blur, snow and spatter, as in the table. ``schedule="auto"`` picks the schedule whose native
+size is nearest to the images' shorter side (``poolbench.corrupt.params.params_for_size``:
+cifar up to 45 px, tinyimagenet up to 119 px, imagenet above), the same rule as the
+corruption parameter sets.
 
 This is our own code, not the authors': geometric frames use OpenCV warps about the image
 centre with bilinear sampling and zero fill (frames with a zero parameter are the original
@@ -49,6 +58,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from skimage.color import hsv2rgb, rgb2hsv
 
+from ..corrupt.params import params_for_size
 from ..errors import UsageError
 from ..metrics import ALL_PERTURBATIONS
 from . import cache as _cache
@@ -64,9 +74,9 @@ from .perturb_ops import (
     warp,
 )
 
-SCHEDULES = ("cifar", "imagenet")
+SCHEDULES = ("cifar", "tinyimagenet", "imagenet")
 GENERATOR_REVISION = 1  # bump when a change here or in perturb_ops changes the bytes
-_SCHEDULE_LEVEL = {"cifar": 0, "imagenet": 1}
+_SCHEDULE_LEVEL = {"cifar": 0, "imagenet": 1, "tinyimagenet": 2}
 MIN_SIZE = 8
 
 # Per schedule: frames and the constants of each perturbation.
@@ -87,6 +97,24 @@ _PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "snow": {"frames": 31, "loc": 0.05, "scale": 0.3, "zoom": 2.0, "threshold": 0.5,
                  "radius": 10, "sigma": 2.0, "mix": 0.85},
         "spatter": {"frames": 31, "loc": 0.6, "scale": 0.265, "blur": 1.75, "threshold": 0.7,
+                    "drip": (0.2, 0.8), "strength": 0.6},
+    },
+    "tinyimagenet": {
+        "gaussian_noise": {"frames": 31, "sigma": 0.025},
+        "shot_noise": {"frames": 31, "rate": 500.0},
+        "speckle_noise": {"frames": 31, "sigma": 0.05},
+        "brightness": {"frames": 31, "step": 0.02, "center": 15},
+        "translate": {"frames": 31, "center": 15},
+        "rotate": {"frames": 31, "step": 1.0, "center": 15},
+        "tilt": {"frames": 31, "step": 1.0, "center": 15},
+        "scale": {"frames": 31, "a": 2.5, "b": 40.0},
+        "zoom_blur": {"frames": 31, "step": 0.004},
+        "motion_blur": {"frames": 31, "radius": 14, "sigma": 3.0, "step": 5.0, "center": 30},
+        "gaussian_blur": {"frames": 31, "sigma0": 0.35, "step": 0.014, "truncate": 7.0},
+        "shear": {"frames": 31, "step": 1.0, "center": 15},
+        "snow": {"frames": 31, "loc": 0.05, "scale": 0.28, "zoom": 2.0, "threshold": 0.5,
+                 "radius": 10, "sigma": 2.5, "mix": 0.85},
+        "spatter": {"frames": 31, "loc": 0.6, "scale": 0.25, "blur": 1.75, "threshold": 0.7,
                     "drip": (0.2, 0.8), "strength": 0.6},
     },
     "imagenet": {
@@ -117,13 +145,14 @@ def check_perturbation(name: str) -> str:
 
 
 def resolve_schedule(schedule: str, image_shape: Sequence[int] | None = None) -> str:
-    """'cifar' or 'imagenet'; 'auto' picks cifar for images up to 64x64."""
+    """'cifar', 'tinyimagenet' or 'imagenet'; 'auto' picks the one nearest the image size."""
     if schedule == "auto":
         if image_shape is None:
-            raise UsageError("schedule='auto' needs the image size; pass schedule='cifar' or 'imagenet'")
-        return "cifar" if max(image_shape[0], image_shape[1]) <= 64 else "imagenet"
+            raise UsageError("schedule='auto' needs the image size; pass schedule='cifar', "
+                             "'tinyimagenet' or 'imagenet'")
+        return params_for_size(image_shape[0], image_shape[1])
     if schedule not in SCHEDULES:
-        raise UsageError(f"unknown schedule '{schedule}'; use 'cifar', 'imagenet' or 'auto'")
+        raise UsageError(f"unknown schedule '{schedule}'; use 'cifar', 'tinyimagenet', 'imagenet' or 'auto'")
     return schedule
 
 

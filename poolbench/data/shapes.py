@@ -21,7 +21,7 @@ def _shapes_config(name, seed, train_size, test_size):
     test_size = check_size("test_size", test_size) or synthetic.DEFAULT_TEST_SIZE
     synthetic._check_int("seed", seed, minimum=0)
     return {"name": name, "seed": int(seed), "train_size": train_size, "test_size": test_size,
-            "generator": "shapes-v1"}
+            "generator": synthetic.GENERATOR}
 
 
 def load_shapes(*, seed: int = 0, train_size: int | None = None, test_size: int | None = None) -> DatasetBundle:

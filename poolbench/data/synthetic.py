@@ -68,6 +68,10 @@ SHAPES = ("disk", "square", "triangle", "diamond", "cross")
 DEFAULT_TRAIN_SIZE = 10_000
 DEFAULT_TEST_SIZE = 2_000
 IMAGE_SIZE = 32
+# names the images this module draws for a (seed, split, size): change it with any change to
+# the drawing, so that stored results and checkpoints of the old images are never reused
+# (tests/test_data_synthetic.py pins the bytes it names)
+GENERATOR = "shapes-v1"
 CHUNK = 1_000
 SPLITS = {"train": 0, "test": 1}
 

@@ -224,6 +224,10 @@ def op_flops(func, args: tuple, kwargs: dict, out) -> int | None:
         return _numel(x) * max(1, math.ceil(math.log2(max(n, 2))))
     if base == "col2im":
         return _numel(args[0])
+    if base == "_convolution_pointwise":   # oneDNN's fused conv + activation (LiftPool's CPU path)
+        weight, bias = args[1], args[2]
+        per_output = 2 * math.prod(weight.shape[1:])           # multiply-adds over C_in/groups x kh x kw
+        return _numel(res) * (per_output + (bias is not None) + 1)   # + bias + the activation
     return None
 
 

@@ -44,11 +44,14 @@ from .dense import confusion_matrix, iou_per_class, miou, psnr
 from .perturbation import (
     flip_probability,
     flip_rate,
+    flips_per_sequence,
+    frame_pairs,
     mean_top5_distance,
     mfr,
     mt5d,
     ranks_from_logits,
     top5_distance,
+    top5_distances_per_sequence,
 )
 
 __all__ = [
@@ -56,7 +59,7 @@ __all__ = [
     "BENCHMARK_CORRUPTIONS", "CIFAR_P_TEST_PERTURBATIONS", "EXTRA_CORRUPTIONS",
     "NOISE_PERTURBATIONS", "P_TEST_PERTURBATIONS", "P_VALIDATION_PERTURBATIONS", "SEVERITIES",
     "confusion_matrix", "consistency", "corruption_error", "corruption_errors", "flip_probability",
-    "flip_rate", "iou_per_class", "is_noise_perturbation", "mce", "mean_top5_distance", "mfr",
+    "flip_rate", "flips_per_sequence", "frame_pairs", "iou_per_class", "is_noise_perturbation", "mce", "mean_top5_distance", "mfr",
     "miou", "mt5d", "psnr", "ranks_from_logits", "relative_corruption_error", "relative_mce",
-    "top1_error", "top5_distance", "topk_error", "unnormalized_mce",
+    "top1_error", "top5_distance", "top5_distances_per_sequence", "topk_error", "unnormalized_mce",
 ]

@@ -108,6 +108,45 @@ def mean_top5_distance(logits_sequences: Any, noise: bool = False) -> float:
     return float(d.mean(axis=1).mean())
 
 
+def frame_pairs(frames: int, noise: bool = False, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(compared, new) frame indices of the pairs a sequence is scored on, as ImageNet-P's
+    ``test.py``: noise perturbations compare every frame with the first; the others compare
+    each frame with the one ``step`` (the difficulty, 1..3) before it, within each of the
+    ``step`` interleaved subsequences."""
+    if frames < 2:
+        raise UsageError("every sequence needs at least 2 frames to measure a flip")
+    if noise:
+        return np.zeros(frames - 1, dtype=np.int64), np.arange(1, frames)
+    if step < 1 or step >= frames:
+        raise UsageError(f"the temporal step (difficulty) must be 1..{frames - 1} for {frames} frames, got {step}")
+    a = [j for i in range(step) for j in range(i, frames - step, step)]
+    return np.asarray(a, dtype=np.int64), np.asarray(a, dtype=np.int64) + step
+
+
+def flips_per_sequence(top1: Any, noise: bool = False, step: int = 1) -> np.ndarray:
+    """Each sequence's flip probability (its mean over the frame pairs), from the top-1 class of
+    every frame, shape (sequences, frames); FP is their mean."""
+    p = _np(top1, "predictions")
+    if p.ndim != 2:
+        raise UsageError(f"predictions must have shape (sequences, frames); got {p.shape}")
+    a, b = frame_pairs(p.shape[1], noise, step)
+    return (p[:, a] != p[:, b]).mean(axis=1).astype(np.float64)
+
+
+def top5_distances_per_sequence(top5: Any, noise: bool = False, step: int = 1) -> np.ndarray:
+    """Each sequence's mean top-5 distance over its frame pairs, from the five most likely classes
+    of every frame, best first, shape (sequences, frames, 5): min(sigma(i), 6) needs no more
+    than whether, and where, a class is among the new frame's top five."""
+    t = _np(top5, "top-5 classes")
+    if t.ndim != 3 or t.shape[-1] != 5:
+        raise UsageError(f"top-5 classes must have shape (sequences, frames, 5); got {t.shape}")
+    a, b = frame_pairs(t.shape[1], noise, step)
+    old, new = t[:, a], t[:, b]                                    # (n, pairs, 5)
+    match = old[..., :, None] == new[..., None, :]                 # (n, pairs, 5 old, 5 new)
+    sigma = np.where(match.any(-1), match.argmax(-1) + 1, 6)
+    return np.abs(np.arange(1, 6) - sigma).sum(-1).mean(axis=1).astype(np.float64)
+
+
 def flip_rate(fp: float, ref_fp: float) -> float:
     """FR = FP / FP(ref) (a ratio). The same normalisation gives T5D / T5D(ref)."""
     if not ref_fp > 0:

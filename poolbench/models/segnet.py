@@ -24,7 +24,8 @@ Named variants (``VARIANTS``; also what the segmentation suite runs by default):
 max_unpool or max_unpool_blur by its ``up`` option; ``lift`` -> lift with ``bands=LL`` added
 unless the spec names bands (any bands value stays invertible: with a sum, LL = y' - details;
 with ``concat`` the decoder feature carries 4C channels); any other invertible pool -> its own
-up-pool (variant named like the pool); a non-invertible pool -> ``bilinear_<name>`` (bilinear
+up-pool (variant named like the pool: ``aps`` puts the decoder feature back at the phase its
+encoder pool kept, ``lps`` with LPU likewise); a non-invertible pool -> ``bilinear_<name>`` (bilinear
 upsampling of that pool's output, e.g. ``bilinear_avg``; such names are accepted back, as is
 ``bilinear_<spec>``); the word ``bilinear`` -> max + bilinear.
 

@@ -2,7 +2,9 @@
 import importlib
 
 BUILTIN_MODULES = ("max", "avg", "skip", "blur", "mixed", "gated", "gauss", "spectral",
-                   "wavelet", "dpp", "s3", "lift")
+                   "wavelet", "dpp", "s3", "lift",
+                   # beyond the LiftPool paper's twelve (pools.md, "Beyond the twelve")
+                   "gfgp", "softpool", "lip", "polyphase", "asap")
 
 for _name in BUILTIN_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -30,6 +30,18 @@ def crop_even(x: Tensor) -> Tensor:
     return x
 
 
+def window_values(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, H//2, W//2, 4): the values of each 2x2 stride-2 window, last
+    odd row/column dropped. ``reshape`` (not ``view``) so channels_last input works too.
+
+    >>> window_values(torch.arange(16.).view(1, 1, 4, 4))[0, 0, 0, 0]
+    tensor([0., 1., 4., 5.])
+    """
+    x = crop_even(x)
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, h // 2, w // 2, 4)
+
+
 def binomial_filter(k: int) -> Tensor:
     """Normalised 2-D binomial filter of size k (1..7): outer product of Pascal rows."""
     if not 1 <= k <= 7:

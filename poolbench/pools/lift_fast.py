@@ -18,9 +18,18 @@ Design; every choice was measured on the CPU this was written on (1 thread, thre
   w1 != 0: the default) the factor 2|w1| is folded into the K-tap kernel and sign(w1) taken out
   of the odd tanh, which drops the 1x1 pass; a zero w1 (e.g. P and U initialised at zero) takes
   the plain path, so that its gradient stays exact.
+* float32 on CPU (oneDNN): the K-tap conv runs with oneDNN's fused tanh
+  (``mkldnn._convolution_pointwise``) on taps scaled by |w1|, then a ReLU:
+  tanh(|w1| relu(z)) = relu(tanh(|w1| z)); no sigmoid pass, no 2 sg - 1 passes, and no ReLU
+  output kept (t > 0 is the mask). Other dtypes (bf16 under autocast) and autograd-tracked
+  up-pooling take the sigmoid formulation above.
 * the two vertical liftings run as ONE lifting over a batch of 2B: the horizontal lifting
   writes s and d into the two batch halves of one buffer (no copy; stacking after the fact
   costs a copy that loses on CPU; channel halves would be strided views, 2-4x slower to reduce).
+  That buffer has room for the padding along W, and each d is written straight into the
+  interior of U's padded input, so U needs no padding copy; padding is one copy of the interior
+  plus border columns (torch's reflection kernel was 1.5-2x slower on channels_last).
+* under torch.compile the fast path runs eagerly, as a graph break (``_eager``).
 * backward: saved per branch are the padded input, the ReLU output (its mask) and t; the 1x1
   weight is folded into the kernel of the transposed conv (g_z = w1 * mask * g_m) and its
   gradient comes from the K-tap weight gradient G for free (sum(g_m relu(z)) = <Wk, G>); the
@@ -51,6 +60,23 @@ CL = torch.channels_last
 W_DIM, H_DIM = 3, 2
 
 
+def _pointwise_conv():
+    """oneDNN's convolution with a fused elementwise op (what Inductor's CPU fusion calls), or
+    None where torch was built without it."""
+    try:
+        return torch.ops.mkldnn._convolution_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_POINTWISE = _pointwise_conv()
+
+# Under torch.compile the fast path runs eagerly, as its own graph break: dynamo cannot trace
+# its hand-written Function (data-dependent weight folding, non-tensor state) and Inductor
+# failed on it; the compiled model around it keeps its graphs (tests/test_lift_fast.py).
+_eager = torch.compiler.disable
+
+
 def _is_cl(t: Tensor) -> bool:
     return t.is_contiguous(memory_format=CL)
 
@@ -58,25 +84,22 @@ def _is_cl(t: Tensor) -> bool:
 # --- padding -----------------------------------------------------------------------------------
 
 def _pad_cl(x: Tensor, before: int, after: int, mode: str, dim: int,
-            out: Tensor | None = None) -> Tensor:
+            out: Tensor | None = None, interior_done: bool = False) -> Tensor:
     """``pad_axis`` of lift_ops with the same values, written into a new (or the given) dense
     channels_last tensor whatever ``x``'s layout (a strided view of an NCHW input is transposed
-    on the fly)."""
+    on the fly). ``interior_done``: ``x`` is already ``out``'s interior; only the borders are
+    written."""
     n = x.shape[dim]
     b, a = before, after
-    if out is None and x.stride(1) == 1 and (
-            mode == "zeros" or mode == "replicate" or (mode == "reflect" and max(b, a) < n)):
-        # torch's padding kernels keep a channels_last(-strided) input channels_last: one op
-        pads = (b, a, 0, 0) if dim == W_DIM else (0, 0, b, a)
-        res = F.pad(x, pads) if mode == "zeros" else F.pad(x, pads, mode=mode)
-        if _is_cl(res):
-            return res
+    # one copy of the interior and a few border columns: 1.5-2x faster than torch's padding
+    # kernels on channels_last here (F.pad reflect), also for a strided x_e
     shape = list(x.shape)
     shape[dim] += before + after
     if out is None:
         out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=CL)
     interior = out.narrow(dim, before, n)
-    interior.copy_(x)
+    if not interior_done:
+        interior.copy_(x)
     if not (b or a):
         return out
     if mode == "zeros":
@@ -110,10 +133,10 @@ def _unpad_grad(gp: Tensor, before: int, after: int, mode: str, n: int, dim: int
         return interior
     left, right = gp.narrow(dim, 0, b), gp.narrow(dim, b + n, a)
     if mode == "reflect" and max(b, a) < n:       # x[-j] = x[j], x[n-1+j] = x[n-1-j]
-        if b:
-            interior.narrow(dim, 1, b).add_(left.flip(dim))
-        if a:
-            interior.narrow(dim, n - 1 - a, a).add_(right.flip(dim))
+        for j in range(b):                         # column adds: flip is slow on these views
+            interior.narrow(dim, b - j, 1).add_(left.narrow(dim, j, 1))
+        for j in range(a):
+            interior.narrow(dim, n - 2 - j, 1).add_(right.narrow(dim, j, 1))
     elif mode == "replicate":
         interior.narrow(dim, 0, 1).add_(left.sum(dim, keepdim=True))
         interior.narrow(dim, n - 1, 1).add_(right.sum(dim, keepdim=True))
@@ -155,6 +178,7 @@ class Prepared:
     after: int
     mode: str
     fold: bool
+    tanh: bool             # folded, and the conv runs with oneDNN's fused tanh (``_POINTWISE``)
     kernel: dict           # dim -> forward K-tap kernel (folded when ``fold``)
     bias_k: Tensor | None  # forward conv bias (folded when ``fold``)
     post: Tensor | None    # not folded: 2*w1 as (1, C, 1, 1), or 2*W1 as a 1x1 conv kernel
@@ -168,10 +192,11 @@ class Prepared:
     post_grad: Tensor | None  # g2 < C: sign * W1 as a 1x1 kernel
 
 
-def prepare(branch, sign: float, dtype, device, backward: bool = True) -> Prepared:
+def prepare(branch, sign: float, dtype, device, backward: bool = True, fused: bool = True) -> Prepared:
     """Derive every tensor the fast kernels need from a LiftingBranch's parameters (under the
     caller's grad mode: ``down`` prepares without grad, its Function computes the parameter
-    gradients itself; ``up`` prepares with grad and relies on autograd)."""
+    gradients itself; ``up`` prepares with grad and relies on autograd). ``fused``: the forward
+    runs without autograd, so that oneDNN's fused conv+tanh (which has none) may be used."""
     c, k = branch.channels, branch.kernel_size
     cast = lambda t: None if t is None else t.to(dtype=dtype, device=device)  # noqa: E731
     wk, w1, bk, b1 = (cast(t) for t in (branch.weight_k, branch.weight_1, branch.bias_k,
@@ -179,8 +204,11 @@ def prepare(branch, sign: float, dtype, device, backward: bool = True) -> Prepar
     channelwise = branch.g2 == c
     fold = channelwise and b1 is None and device.type == "cpu" and bool((w1 != 0).all())
     post = post_bias = None
+    tanh = fold and fused and _POINTWISE is not None and dtype == torch.float32
     if fold:
-        scale = 2 * w1.abs().view(c, 1, 1)
+        # |w1| folded into the taps: tanh(|w1| relu(z)) = relu(tanh(|w1| z)), one fused op;
+        # else 2|w1|, for tanh(u) = 2 sigmoid(2u) - 1
+        scale = (1 if tanh else 2) * w1.abs().view(c, 1, 1)
         k_taps, bias_k = wk * scale, None if bk is None else bk * scale.view(c)
         sgn = torch.sign(w1).view(1, c, 1, 1)
         coef = {1.0: sgn, -1.0: -sgn}
@@ -208,7 +236,7 @@ def prepare(branch, sign: float, dtype, device, backward: bool = True) -> Prepar
             kern = _oriented(w_eff, dim)
             grad_kernel[dim] = kern.flip(dim) if depthwise else kern
     return Prepared(c, k, branch.g1, branch.g2, depthwise,
-                    branch.padding[0], branch.padding[1], branch.padding_mode, fold, kernel,
+                    branch.padding[0], branch.padding[1], branch.padding_mode, fold, tanh, kernel,
                     bias_k, post, post_bias, coef, sign, (wk, w1, bk, b1), grad_kernel, w_scale,
                     post_grad)
 
@@ -216,11 +244,16 @@ def prepare(branch, sign: float, dtype, device, backward: bool = True) -> Prepar
 # --- one branch ----------------------------------------------------------------------------------
 
 def _branch_forward(pb: Prepared, a: Tensor, dim: int, pad_buffer: Tensor | None = None,
-                    inplace: bool = False):
+                    inplace: bool = False, padded: bool = False):
     """t such that branch(a) = sign * t (``sign`` per channel when folded, else 1), and what the
-    backward needs (padded input, ReLU output, t). ``inplace`` (no backward to come): t
-    overwrites the ReLU output, and the padded input may be written into ``pad_buffer``."""
-    ap = _pad_cl(a, pb.before, pb.after, pb.mode, dim, pad_buffer)
+    backward needs (padded input, ReLU output or None, t). ``inplace`` (no backward to come): t
+    overwrites the ReLU output, and the padded input may be written into ``pad_buffer``.
+    ``padded``: ``a`` is the padded input already."""
+    ap = a if padded else _pad_cl(a, pb.before, pb.after, pb.mode, dim, pad_buffer)
+    if pb.tanh:  # no ReLU output kept: t > 0 is its mask (tanh keeps the sign)
+        t = _POINTWISE(ap, pb.kernel[dim], pb.bias_k, [0, 0], [1, 1], [1, 1], pb.groups1, "tanh",
+                       [], "").relu_()
+        return t, (ap, None, t)
     r = F.conv2d(ap, pb.kernel[dim], pb.bias_k, groups=pb.groups1).relu_()
     if pb.fold:
         sg = r.sigmoid_() if inplace else torch.sigmoid(r)
@@ -262,6 +295,7 @@ def _branch_backward(pb: Prepared, saved, g_out: Tensor, dim: int, n: int, need_
     in ``g_out``, to be added over chunks and liftings and turned into gradients once by
     ``_finish_param_grads``)."""
     ap, r, t = saved
+    r = t if r is None else r   # the ReLU mask: z > 0 where t > 0
     # branch = tanh(m + b1), m = w1 * relu(z) (or the 1x1 conv), z = conv_k(pad(a)) + bk:
     # dL/dm = sign * hv with hv = g_out * (1 - t^2). (Folded or not: the same, since 1 - t^2 is
     # even in t and the ReLU mask is that of z.)
@@ -383,18 +417,35 @@ class _StepState:
         return self.saved_u[0].narrow(self.dim, self.pb_u.before, self.n)
 
 
+def _padded_half(x: Tensor, dim: int, pb: Prepared, batch: int = 1) -> Tensor:
+    """A new channels_last buffer of ``batch`` times x's batch and half of x along ``dim``,
+    with room for ``pb``'s padding along ``dim``."""
+    shape = list(x.shape)
+    shape[dim] = shape[dim] // 2 + pb.before + pb.after
+    shape[0] *= batch
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=CL)
+
+
 def _step_forward(x: Tensor, dim: int, pb_p: Prepared, pb_u: Prepared, loss: str | None,
-                  groups: int, out: Tensor | None, keep: bool):
+                  groups: int, out: Tensor | None, keep: bool, x_cl: bool | None = None):
     """One 1-D lifting of the 4-D tensor ``x`` along ``dim``: d = x_o - P(x_e), s = x_e + U(d).
 
-    ``out``: a (2B, ...) buffer receiving [s; d] (else new tensors). Returns
-    (s, d, sumsq(s - x_o), sumsq(d), state); ``keep=False`` (no backward to come) reuses the
-    buffers in place and returns no state."""
+    ``out``: a (2B, ...) buffer padded along ``dim`` (``_padded_half``) receiving [s; d] in the
+    interiors of its halves (else new tensors). d is written straight into the interior of U's
+    padded input (no padding copy for U). Returns (s, d, sumsq(s - x_o), sumsq(d), state);
+    ``keep=False`` (no backward to come) reuses buffers in place and returns no state.
+    ``x_cl``: the layout of x's gradient (default: x's own)."""
     e, o = _split(x, dim)
+    n = e.shape[dim]
     t_p, saved_p = _branch_forward(pb_p, e, dim, inplace=not keep)
-    s_out, d_out = out.chunk(2, dim=0) if out is not None else (None, None if keep else t_p)
-    d = _add_branch(o, t_p, pb_p, -1.0, d_out)                  # d = x_o - P(x_e)
-    t_u, saved_u = _branch_forward(pb_u, d, dim, None if keep else saved_p[0], inplace=not keep)
+    if out is not None:
+        s_buf, d_buf = out.chunk(2, dim=0)
+        s_out = s_buf.narrow(dim, pb_u.before, n)
+    else:
+        d_buf, s_out = _padded_half(x, dim, pb_u), None
+    d = _add_branch(o, t_p, pb_p, -1.0, d_buf.narrow(dim, pb_u.before, n))  # d = x_o - P(x_e)
+    _pad_cl(d, pb_u.before, pb_u.after, pb_u.mode, dim, d_buf, interior_done=True)
+    t_u, saved_u = _branch_forward(pb_u, d_buf, dim, inplace=not keep, padded=True)
     s_out = s_out if (keep or out is not None) else t_u
     s = _add_branch(e, t_u, pb_u, 1.0, s_out)                    # s = x_e + U(d)
     ss_u = ss_p = diff = None
@@ -403,8 +454,8 @@ def _step_forward(x: Tensor, dim: int, pb_p: Prepared, pb_u: Prepared, loss: str
         ss_u, ss_p = _sumsq(diff, groups, loss), _sumsq(d, groups, loss)
     state = None
     if keep:
-        state = _StepState(dim, e.shape[dim], tuple(x.shape), _is_cl(x), saved_p, saved_u,
-                           diff, pb_u)
+        state = _StepState(dim, n, tuple(x.shape), _is_cl(x) if x_cl is None else x_cl, saved_p,
+                           saved_u, diff, pb_u)
     return s, d, ss_u, ss_p, state
 
 
@@ -582,14 +633,12 @@ def _lift_pool_forward(ctx, x, two_d, pb_p, pb_u, loss, loss_vertical):
         xc = x.narrow(0, i, b)
         if not x_cl:  # one transposing copy per chunk, small and then in cache
             xc = xc.contiguous(memory_format=CL)
-        half = list(xc.shape)
-        half[W_DIM] //= 2
-        half[0] *= 2
-        buf = torch.empty(half, dtype=x.dtype, device=x.device, memory_format=CL)   # [s; d]
+        buf = _padded_half(xc, W_DIM, pb_u, batch=2)   # [s; d], padded along W for U
         s, d, ss_u, ss_p, h_st = _step_forward(xc, W_DIM, pb_p, pb_u, loss, 1, buf, keep)
-        if two_d:
-            s_v, d_v, vs_u, vs_p, v_st = _step_forward(buf, H_DIM, pb_p, pb_u, loss_v, 2, None,
-                                                       keep)
+        if two_d:   # the vertical lifting of [s; d] (a view of the buffer's interior)
+            sd = buf.narrow(W_DIM, pb_u.before, xc.shape[W_DIM] // 2)
+            s_v, d_v, vs_u, vs_p, v_st = _step_forward(sd, H_DIM, pb_p, pb_u, loss_v, 2, None,
+                                                       keep, x_cl=True)
             parts = (s_v[:b], d_v[:b], s_v[b:], d_v[b:])       # LL, LH, HL, HH
         else:
             v_st, vs_u, vs_p = None, None, None
@@ -625,6 +674,7 @@ def branch_params(branch) -> tuple:
     return (branch.weight_k, branch.weight_1, branch.bias_k, branch.bias_1)
 
 
+@_eager
 def lift_down(x: Tensor, predictor, updater, loss: str | None, loss_vertical: bool = True,
               two_d: bool = True):
     """LiftDownPool-2D (``two_d``; x is (N, C, H, W)) or -1D (x is (N, C, 1, L)), NCHW or
@@ -681,16 +731,20 @@ class _Combine(torch.autograd.Function):
         return (None, None, *([g] * ctx.count))
 
 
+@_eager
 def combine(bands, concat: bool, out_cl: bool) -> Tensor:
     """Sum (or channel concatenation) of ``bands`` in the requested layout: a new tensor."""
     return _Combine.apply(out_cl, concat, *bands)
 
 
+@_eager
 def unlift(s: Tensor, d: Tensor, dim: int, predictor, updater) -> Tensor:
     """Inverse 1-D lifting with the fast primitives, autograd-tracked, channels_last output:
     x_e = s - U(d), x_o = d + P(x_e), interleaved along ``dim``."""
-    pb_p = prepare(predictor, -1.0, s.dtype, s.device, backward=False)
-    pb_u = prepare(updater, 1.0, s.dtype, s.device, backward=False)
+    graph = torch.is_grad_enabled() and (s.requires_grad or d.requires_grad or any(
+        p is not None and p.requires_grad for b in (predictor, updater) for p in branch_params(b)))
+    pb_p = prepare(predictor, -1.0, s.dtype, s.device, backward=False, fused=not graph)
+    pb_u = prepare(updater, 1.0, s.dtype, s.device, backward=False, fused=not graph)
     s, d = s.contiguous(memory_format=CL), d.contiguous(memory_format=CL)
     t_u, _ = _branch_forward(pb_u, d, dim)
     e = _add_branch(s, t_u, pb_u, -1.0)            # x_e = s - U(d)

@@ -33,11 +33,21 @@ def _filter_bank(name: str) -> Tensor:
     return torch.stack([lo, hi])
 
 
+def _overhang(taps: int) -> tuple[int, int]:
+    """Samples before and after each output's pair: PyWavelets' periodization centres the window
+    of output o on input 2o + 1 (its C code sums filter[j] * x[F/2 + 2o - j]), so a 4-tap db2
+    window starts one pixel before the pair (Haar: exactly the pair)."""
+    before = taps // 2 - 1
+    return before, taps - 2 - before
+
+
 def _analysis(x: Tensor, bank: Tensor, dim: int) -> Tensor:
-    """(B, 1, h, w) -> (B, len(bank), ...) filtered and halved along ``dim`` (-1 or -2), periodic."""
+    """(B, 1, h, w) -> (B, len(bank), ...) filtered and halved along ``dim`` (-1 or -2), periodic,
+    aligned as PyWavelets' ``mode="periodization"``."""
     nf, taps = bank.shape
+    before, after = _overhang(taps)
     if taps > 2:
-        x = F.pad(x, (0, taps - 2, 0, 0) if dim == -1 else (0, 0, 0, taps - 2), mode="circular")
+        x = F.pad(x, (before, after, 0, 0) if dim == -1 else (0, 0, before, after), mode="circular")
     if dim == -1:
         return F.conv2d(x, bank.view(nf, 1, 1, taps), stride=(1, 2))
     return F.conv2d(x, bank.view(nf, 1, taps, 1), stride=(2, 1))
@@ -51,10 +61,16 @@ def _synthesis(y: Tensor, bank: Tensor, dim: int) -> Tensor:
         out = F.conv_transpose2d(y, bank.view(2, 1, 1, taps), stride=(1, 2))
     else:
         out = F.conv_transpose2d(y, bank.view(2, 1, taps, 1), stride=(2, 1))
-    if taps > 2:  # fold the periodic overhang back onto the start
-        wrap = taps - 2
-        out = torch.cat([out.narrow(dim, 0, wrap) + out.narrow(dim, n, wrap),
-                         out.narrow(dim, wrap, n - wrap)], dim=dim)
+    if taps > 2:  # fold the periodic overhang on both sides back onto the other end
+        before, after = _overhang(taps)
+        body = out.narrow(dim, before, n)
+        head = out.narrow(dim, 0, before)           # wrapped from the end
+        tail = out.narrow(dim, before + n, after)    # wrapped from the start
+        body = torch.cat([body.narrow(dim, 0, after) + tail, body.narrow(dim, after, n - after)], dim=dim)
+        if before:
+            body = torch.cat([body.narrow(dim, 0, n - before), body.narrow(dim, n - before, before) + head],
+                             dim=dim)
+        out = body
     return out
 
 

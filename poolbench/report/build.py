@@ -10,8 +10,9 @@ from tabulate import tabulate
 
 from ..errors import UsageError
 from ..registry import canonical_spec
-from ..store import ROW_COLUMNS, load_results
+from ..store import ROW_COLUMNS, ResultStore, load_results
 from ..suites.base import ALEXNET, DEFAULT_REFERENCE
+from ..suites.intervals import METHOD_NOTE
 from . import illustrations, plots
 from .markdown import Document, code_span
 from .sections import RENDERERS, SUITE_ORDER, TITLES, ReportContext, generic_section
@@ -54,7 +55,7 @@ def build_report(results: str, out: str, *, title: str | None = None,
     refs["efficiency"] = recorded_reference(frame, "efficiency", "baseline")
     errors = frame["error"].fillna("").astype(str) != ""
     good = frame[~errors]      # (metric "error" is also robustness's error per corruption)
-    ctx = ReportContext(rows=good, out=out_path, references=refs,
+    ctx = ReportContext(rows=good, out=out_path, references=refs, store=ResultStore(results_path),
                         baseline=refs["robustness"] if refs["robustness"] != "alexnet" else DEFAULT_REFERENCE,
                         styles=plots.pool_styles(frame["pool"].dropna().astype(str)))
 
@@ -63,6 +64,7 @@ def build_report(results: str, out: str, *, title: str | None = None,
     doc.para(f"Built by poolbench's report builder from the {len(frame)} result rows under "
              f"{code_span(results)}; every row is in `results.csv` (tidy: one measured value per row).")
     _overview(doc, frame, good)
+    _certainty_header(doc, good)
     _environment(doc, frame)
     _commands(doc, commands)
 
@@ -221,6 +223,17 @@ def _illustrations(doc: Document, ctx: ReportContext) -> None:
                             [f"| {name} | {value:.2f} |" for name, value in psnrs]))
     except (ImportError, UsageError) as exc:
         doc.note(f"Reconstruction figure skipped: {exc}")
+
+
+def _certainty_header(doc: Document, good: pd.DataFrame) -> None:
+    """What the intervals below cover, and how many training seeds each suite has."""
+    seeds = {s: sorted({int(v) for v in g["seed"].dropna()}) for s, g in good.groupby("suite")}
+    listed = "; ".join(f"{s}: {', '.join(map(str, v)) or 'n/a'}" for s, v in seeds.items())
+    one = [s for s, v in seeds.items() if len(v) == 1]
+    doc.para(f"Training seeds per suite: {listed}. Each table of means is followed by the same "
+             f"metrics with their 95% intervals: {METHOD_NOTE}."
+             + (f" With one seed ({', '.join(one)}) the intervals cover evaluation noise only, "
+                "not training noise." if one else ""))
 
 
 def _failures(doc: Document, failed: pd.DataFrame) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..store import ROW_COLUMNS
 from ..suites import get_suite
+from .certainty import values_only
 from .markdown import Document, code_span
 from .tables import REFERENCE_MARK, sort_pools, to_markdown
 
@@ -23,6 +25,7 @@ class ReportContext:
     baseline: str                      # the pool marked in the other tables
     styles: dict = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
+    store: Any = None                  # the ResultStore: per-image predictions for the intervals
 
     def suite(self, name: str) -> pd.DataFrame:
         """The rows of one suite, without the protocol columns only other suites use."""
@@ -68,10 +71,11 @@ def describe(frame: pd.DataFrame) -> str:
     return f"Backbone {code_span(models)} on {code_span(datasets)}; seeds {ints_text(frame['seed'])} (mean over seeds)."
 
 
-def suite_table(name: str, frame: pd.DataFrame, options: dict | None = None) -> pd.DataFrame:
-    """The suite's own wide view of ``frame``; ``options`` (the suite's option keys) narrow it."""
+def suite_table(name: str, frame: pd.DataFrame, options: dict | None = None, store=None) -> pd.DataFrame:
+    """The suite's own wide view of ``frame``; ``options`` (the suite's option keys) narrow it;
+    with ``store`` the view has evaluation intervals (``suites.intervals``)."""
     suite = get_suite(name)
-    return suite.table(frame, suite.options(options or {}))
+    return suite.table(frame, suite.options(options or {}), store)
 
 
 def generic_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -111,6 +115,7 @@ def render(doc: Document, table: pd.DataFrame, reference: str | None, *, what: s
            along: str = "columns", index_name: str = "pool", how: str | None = "auto") -> None:
     if table.empty:
         return
+    table = values_only(table)  # the intervals get a table of their own (report.certainty)
     empty = [c for c in table.columns if pd.to_numeric(table[c], errors="coerce").isna().all()]
     if along == "columns" and empty and len(empty) < len(table.columns):
         table = table.drop(columns=empty)

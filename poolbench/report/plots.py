@@ -255,6 +255,44 @@ def lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], styles:
         return save(fig, path)
 
 
+CURVE_PANELS = {"curve_train_loss": ("training loss (task)", "mean loss over the epoch"),
+                "curve_test_error": ("test error", "top-1 error %"),
+                "curve_lr": ("learning rate", "rate at the epoch's last step")}
+
+
+def learning_curves(curves: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+                    styles: dict, path: Path, *, title: str = "") -> Path:
+    """Per epoch, one line per pool in one panel per metric (three to a row): ``curves``
+    {metric: {pool: (epochs, values)}}, the metrics of ``CURVE_PANELS`` first, then the auxiliary
+    terms (``curve_<term>``, drawn only for the pools that have them); one legend of every pool."""
+    order = [m for m in CURVE_PANELS if m in curves] + sorted(m for m in curves if m not in CURVE_PANELS)
+    cols = min(3, len(order))
+    rows = -(-len(order) // cols)
+    with plot_style():
+        fig = new_figure(4.2 * cols + 1.4, 3.3 * rows)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        handles = {}
+        for ax, metric in zip(axes, order):
+            name, ylabel = CURVE_PANELS.get(metric, (f"auxiliary {metric[len('curve_'):]}",
+                                                     "mean over the epoch"))
+            for pool in sorted(curves[metric]):
+                xs, ys = curves[metric][pool]
+                st = styles[pool]
+                (handles[pool],) = ax.plot(xs, ys, color=st["color"], marker=st["marker"],
+                                           markersize=4, linewidth=1.3, label=pool)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.set_title(name)
+        for ax in axes[len(order):]:
+            ax.set_visible(False)
+        if title:
+            fig.suptitle(title)
+        fig.legend([handles[p] for p in sorted(handles)], sorted(handles), loc="outside right upper",
+                   frameon=False)
+        return save(fig, path)
+
+
 def image_grid(rows: Sequence[tuple[str, Sequence[tuple[str, np.ndarray, dict]]]], path: Path, *,
                title: str, caption: str | None = None, cell: float = 2.3) -> Path:
     """A grid of images: ``rows`` = [(row label, [(panel title, array, imshow kwargs), ...])]."""

@@ -16,6 +16,7 @@ from ..suites.robustness import HARSHNESS_NOTE
 from . import plots
 from .context import (ReportContext, count_of, describe, ints_text, generic_table, groups, ordered, render,
                       suite_table)
+from .certainty import certainty
 from .efficiency import efficiency_section
 from .markdown import Document, code_span
 from .tables import sort_pools
@@ -36,12 +37,32 @@ SEGMENTATION_ORDER = ("max_unpool", "max_unpool_blur", "lift", "bilinear", "bili
 
 def accuracy_section(doc: Document, ctx: ReportContext) -> None:
     rows = ctx.suite("accuracy")
-    for label, _, sub in groups(rows):
+    for label, suffix, sub in groups(rows):
         if label:
             doc.heading(label, 3)
         n = sub.loc[sub["metric"] == "top1_error", "n"]
         doc.para(describe(sub) + (f" Errors on {ints_text(n)} test images." if len(n.dropna()) else ""))
-        render(doc, ordered(suite_table("accuracy", sub)), ctx.baseline, what="baseline")
+        table = ordered(suite_table("accuracy", sub, store=ctx.store))
+        render(doc, table, ctx.baseline, what="baseline")
+        certainty(doc, ctx, table, f"accuracy{suffix}", ctx.baseline if ctx.baseline in table.index else None)
+        curves = _curves(sub)
+        if curves:
+            ctx.figure(doc, f"learning-curves{suffix}", lambda p: plots.learning_curves(
+                curves, ctx.styles, p, title=label or ""), "learning curves",
+                "Per epoch and pool (mean over seeds): training loss, test error, learning rate and "
+                "every auxiliary loss term; a diverging or under-trained operator shows here.")
+
+
+def _curves(frame: pd.DataFrame) -> dict:
+    """{metric: {pool: (epochs, mean values over seeds)}} of the learning-curve rows."""
+    if "epoch" not in frame.columns:
+        return {}
+    rows = frame[frame["metric"].astype(str).str.startswith("curve_") & frame["epoch"].notna()]
+    out: dict = {}
+    for (metric, pool), g in rows.groupby(["metric", "pool"], sort=True):
+        mean = g.groupby("epoch")["value"].mean().sort_index()
+        out.setdefault(metric, {})[pool] = (list(mean.index.astype(int)), list(mean.to_numpy(float)))
+    return out
 
 
 # --- shift --------------------------------------------------------------------------------
@@ -53,7 +74,9 @@ def shift_section(doc: Document, ctx: ReportContext) -> None:
         if label:
             doc.heading(label, 3)
         doc.para(describe(sub) + " " + _shift_protocol(sub))
-        render(doc, ordered(suite_table("shift", sub)), ctx.baseline, what="baseline")
+        table = ordered(suite_table("shift", sub, store=ctx.store))
+        render(doc, table, ctx.baseline, what="baseline")
+        certainty(doc, ctx, table, f"shift{suffix}", ctx.baseline if ctx.baseline in table.index else None)
         points, source = _accuracy_vs_consistency(sub, accuracy)
         if points:
             xlabel = f"shift consistency ({source[0]}) %"
@@ -70,8 +93,9 @@ def shift_section(doc: Document, ctx: ReportContext) -> None:
                 panels=sweep, xticks=sorted({x for s in sweep.values() for xs, _ in s["series"].values()
                                              for x in xs})),
                 "accuracy along a diagonal shift",
-                "Top-1 accuracy and mean probability of the true class as the input is rolled "
-                "diagonally by 0..k pixels (circular shift).")
+                "Top-1 accuracy and mean probability of the true class (%) as the input moves "
+                "diagonally by 0..k pixels: diagonal_crop without wrap-around (the published "
+                "protocol), diagonal_roll as a circular shift.")
 
 
 def _shift_protocol(frame: pd.DataFrame) -> str:
@@ -115,18 +139,21 @@ def _sweep(frame: pd.DataFrame) -> dict:
     if "shift" not in frame:
         return {}
     diag = frame[frame["shift"].notna() & frame["metric"].isin(["top1_accuracy", "true_class_probability"])]
+    kinds = sorted(diag["shift_kind"].dropna().astype(str).unique()) if "shift_kind" in diag else []
     panels = {}
-    for metric, title, ylabel in (("top1_accuracy", "Top-1 accuracy", "top-1 accuracy %"),
-                                  ("true_class_probability", "True-class probability", "mean p(true class)")):
-        m = diag[diag["metric"] == metric]
-        if m.empty:
-            continue
-        mean = m.groupby(["pool", "shift"])["value"].mean()
-        series = {}
-        for pool in sorted(m["pool"].unique()):
-            s = mean.loc[pool].sort_index()
-            series[str(pool)] = ([float(x) for x in s.index], [float(v) for v in s.to_numpy()])
-        panels[title] = {"ylabel": ylabel, "series": series}
+    for kind in kinds or [None]:
+        of_kind = diag if kind is None else diag[diag["shift_kind"] == kind]
+        for metric, title, ylabel in (("top1_accuracy", "Top-1 accuracy", "top-1 accuracy %"),
+                                      ("true_class_probability", "True-class probability", "mean p(true class) %")):
+            m = of_kind[of_kind["metric"] == metric]
+            if m.empty:
+                continue
+            mean = m.groupby(["pool", "shift"])["value"].mean()
+            series = {}
+            for pool in sorted(m["pool"].unique()):
+                s = mean.loc[pool].sort_index()
+                series[str(pool)] = ([float(x) for x in s.index], [float(v) for v in s.to_numpy()])
+            panels[f"{title} ({kind})" if kind else title] = {"ylabel": ylabel, "series": series}
     return panels
 
 
@@ -156,9 +183,10 @@ def robustness_section(doc: Document, ctx: ReportContext) -> None:
                      "another reference. Unnormalised errors follow.")
             render(doc, ordered(_unnormalised(sub)), None)
         else:
-            summary = suite_table("robustness", sub)
-            summary = summary[[c for c in summary.columns if not str(c).startswith("CE ")]]
-            render(doc, ordered(summary), ref)
+            summary = suite_table("robustness", sub, store=ctx.store)
+            summary = ordered(summary[[c for c in summary.columns if not str(c).startswith("CE ")]])
+            render(doc, summary, ref)
+            certainty(doc, ctx, summary, f"robustness{suffix}", ref, f" ({label})" if label else "")
             ce = derived[derived["metric"] == "CE"].pivot_table(
                 index="corruption", columns="pool", values="value", aggfunc="mean")
             ce = ce.loc[[c for c in metrics.ALL_CORRUPTIONS if c in ce.index] +
@@ -228,9 +256,10 @@ def perturbation_section(doc: Document, ctx: ReportContext) -> None:
             raw = fp.pivot_table(index="pool", columns="perturbation", values="value", aggfunc="mean")
             render(doc, ordered(raw.rename(columns=lambda c: f"FP {c}")), None)
             continue
-        summary = suite_table("perturbation", sub)
-        summary = summary[[c for c in summary.columns if not str(c).startswith("FR ")]]
-        render(doc, ordered(summary), ref)
+        summary = suite_table("perturbation", sub, store=ctx.store)
+        summary = ordered(summary[[c for c in summary.columns if not str(c).startswith("FR ")]])
+        render(doc, summary, ref)
+        certainty(doc, ctx, summary, f"perturbation{suffix}", ref, f" ({label})" if label else "")
         fr = derived[derived["metric"] == "FR"].pivot_table(
             index="perturbation", columns="pool", values="value", aggfunc="mean")
         known = list(dict.fromkeys(metrics.ALL_PERTURBATIONS))

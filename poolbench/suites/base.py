@@ -18,7 +18,9 @@ import pandas as pd
 
 from ..config import TrainConfig
 from ..errors import UsageError
+from ..models.factory import model_info
 from ..pools.base import count_parameters
+from ..ranges import check_ranges
 from ..registry import canonical_spec, get_spec
 from ..store import make_row
 from ..train import get_trained_model, load_bundle
@@ -89,6 +91,7 @@ def build_options(cls: type, values: dict[str, Any], where: str):
         raise UsageError(f"unknown {where} option{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
     given = {k: _coerce(v, hints[k], k, where) for k, v in values.items() if v is not None}
+    check_ranges(cls, where, given)  # before __post_init__ works with the values
     return cls(**given)
 
 
@@ -139,9 +142,12 @@ class Suite(abc.ABC):
         """The row stored when a cell fails with a PoolbenchError."""
 
     @abc.abstractmethod
-    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
+    def table(self, frame: pd.DataFrame, options=None, store=None) -> pd.DataFrame:
         """The wide view of stored rows; ``options`` (this suite's Options, or None at report
-        time) may only narrow what is shown; what normalises a value is read from the rows."""
+        time) may only narrow what is shown; what normalises a value is read from the rows.
+        ``store`` (a ``ResultStore``) gives the cells' per-image predictions, from which the
+        evaluation intervals are computed (``suites.intervals``); without it only the seed
+        intervals are shown."""
 
     def notes(self, options) -> list[str]:
         """How to read the table (printed below it)."""
@@ -168,14 +174,16 @@ def train_columns(cfg: TrainConfig) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _bundle(dataset: str, seed: int, train_size, test_size, data_root):
-    cfg = TrainConfig(dataset=dataset, seed=seed, train_size=train_size, test_size=test_size)
+def _bundle(dataset: str, data_seed: int, train_size, test_size, data_root):
+    cfg = TrainConfig(dataset=dataset, data_seed=data_seed, train_size=train_size, test_size=test_size,
+                      batch_size=1)
     return load_bundle(cfg, data_root)
 
 
 def bundle_for(cfg: TrainConfig, data_root: str | None):
-    """The dataset of a training config, loaded once per process."""
-    return _bundle(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size, data_root)
+    """The dataset of a training config, loaded once per process (and once for all its
+    training seeds: the data come from ``data_seed``)."""
+    return _bundle(cfg.dataset, cfg.data_seed, cfg.train_size, cfg.test_size, data_root)
 
 
 def training_rows(base: dict, result) -> list[dict]:
@@ -189,6 +197,21 @@ def training_rows(base: dict, result) -> list[dict]:
     ]
     rows += [make_row(base, f"final_{term}", value, "loss")
              for term, value in (info.get("final_aux_terms") or {}).items()]
+    return rows + curve_rows(base, info.get("history") or [])
+
+
+def curve_rows(base: dict, history: list[dict]) -> list[dict]:
+    """The learning curve (``train`` info "history"): per epoch the mean training loss, the
+    mean of every auxiliary term, the learning rate and, where measured, the test error."""
+    rows = []
+    for point in history:
+        epoch = point["epoch"]
+        rows.append(make_row(base, "curve_train_loss", point["train_loss"], "loss", epoch=epoch))
+        rows += [make_row(base, f"curve_{term}", value, "loss", epoch=epoch)
+                 for term, value in point.get("aux", {}).items()]
+        rows.append(make_row(base, "curve_lr", point["lr"], "lr", epoch=epoch))
+        if point.get("test_error") is not None:
+            rows.append(make_row(base, "curve_test_error", point["test_error"], "%", epoch=epoch))
     return rows
 
 
@@ -202,6 +225,8 @@ class TrainedSuite(Suite):
     """Base for suites that evaluate the classifier trained per (pool, training config)."""
 
     def cells(self, train_configs: list[TrainConfig], options) -> list[dict]:
+        for model in dict.fromkeys(cfg.model for cfg in train_configs):
+            model_info(model)  # an unknown backbone fails now, not after the first cell trained
         return [{"train": cfg.to_dict(), **self.cell_options(options)} for cfg in train_configs]
 
     def cell_options(self, options) -> dict:

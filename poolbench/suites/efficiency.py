@@ -31,6 +31,7 @@ import torch
 from ..errors import PoolbenchError, UsageError, one_line
 from ..measure import CLOCKS, CONVENTION, METRIC_DOC, Setting, SideBySide, bench_input, cold_compile
 from ..models import create_model, model_info
+from ..ranges import bounded, check_ranges
 from ..registry import canonical_spec, get_pool, parse_spec
 from ..store import make_row
 from .base import Suite, pool_columns
@@ -88,10 +89,6 @@ def _format_name(value) -> str:
     return _FORMAT_ALIASES[key]
 
 
-_MINIMUM = {"repeats": 1, "warmup": 0, "threads": 1, "model_batch": 1, "model_size": 1,
-            "num_classes": 1, "seed": 0}
-
-
 @dataclass(frozen=True)
 class EfficiencyOptions:
     """The ``[efficiency]`` preset table merged with the flags; normalised here (canonical pool
@@ -103,20 +100,20 @@ class EfficiencyOptions:
     levels: tuple[str, ...] = LEVELS             # layer, model or both
     layer_shapes: tuple[str, ...] = DEFAULT_LAYER_SHAPES
     model: str | None = None                     # default: the training config's backbone
-    model_batch: int | None = None               # default: the training batch size
-    model_size: int | None = None                # default: the backbone's input size
-    num_classes: int | None = None               # default: the dataset's
+    model_batch: int | None = bounded(None, low=1)               # default: the training batch size
+    model_size: int | None = bounded(None, low=1)                # default: the backbone's input size
+    num_classes: int | None = bounded(None, low=1)               # default: the dataset's
     dataset: str | None = None                   # without training configs
     policy: str | None = None                    # without training configs
     dtypes: tuple[str, ...] = DEFAULT_DTYPES
     formats: tuple[str, ...] = DEFAULT_FORMATS
     compile: bool = False                        # also the torch.compile cells
-    repeats: int = 20                            # timed rounds
-    warmup: int = 3
-    threads: int = 1                             # torch.set_num_threads, recorded
+    repeats: int = bounded(20, low=1)           # timed rounds
+    warmup: int = bounded(3, low=0)
+    threads: int = bounded(1, low=1)            # torch.set_num_threads, recorded
     clock: str = "wall"                          # wall | thread | process
     device: str = "cpu"                          # the device the run is for, in the cell
-    seed: int | None = None                      # default: the training seed
+    seed: int | None = bounded(None, low=0)                      # default: the training seed
     table_setting: str | None = None             # layer | model | NxCxHxW (the table shown)
 
     def __post_init__(self):
@@ -138,10 +135,7 @@ class EfficiencyOptions:
         put("formats", tuple(dict.fromkeys(_format_name(f) for f in self.formats)))
         if not self.dtypes or not self.formats:
             raise UsageError("efficiency needs at least one dtype and one memory format")
-        for key, minimum in _MINIMUM.items():
-            value = getattr(self, key)
-            if value is not None and value < minimum:
-                raise UsageError(f"efficiency option {key}={value!r} must be an integer >= {minimum}")
+        check_ranges(self, "efficiency")
         put("clock", str(self.clock or "wall").strip().lower())
         if self.clock not in CLOCKS:
             raise UsageError(f"efficiency clock {self.clock!r} unknown; choose {', '.join(CLOCKS)}")
@@ -228,7 +222,7 @@ class EfficiencySuite(Suite):
 
     # --- views ---------------------------------------------------------------------------------
 
-    def table(self, frame: pd.DataFrame, options: EfficiencyOptions | None = None) -> pd.DataFrame:
+    def table(self, frame: pd.DataFrame, options: EfficiencyOptions | None = None, store=None) -> pd.DataFrame:
         """One line per pool at ONE setting (see ``table_setting``): eager, first dtype and
         memory format of the run; params, buffers, MFLOPs, fwd and fwd+bwd ms, their ratios to
         the baseline measured in the same cell, forward_retained_bytes in MB ("fwd kept MB");

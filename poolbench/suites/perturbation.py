@@ -17,13 +17,15 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
-from ..data.perturbations import generate_perturbed_set, load_cifar_p
+from ..data.perturbations import SCHEDULES, generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
+from ..ranges import bounded
 from ..registry import canonical_spec
-from ..store import make_row
-from ..evaluate import predict
+from ..evaluate import predict, top_classes
+from ..store import Measured, make_row
 from ..process import file_lock, is_main_process
 from .base import TrainedSuite, train_columns, with_reference
+from .intervals import METHOD_NOTE, add_metric_intervals, per_image, ratio
 
 
 def perturbation_names(spec, image_size: int | None = None) -> list[str]:
@@ -56,18 +58,28 @@ class PerturbationOptions:
     into sequences (0 or None: all). ``perturbation_data``: official CIFAR-10-P/-100-P (.npy).
     """
 
-    subset: int | None = None
+    subset: int | None = bounded(None, low=0)
     perturbations: tuple[str, ...] = ("test",)
     reference: str = "max"
     perturbation_data: str | None = None
+    corruption_params: str = "auto"  # the schedule: auto (from the image size) | cifar | tinyimagenet | imagenet
+    difficulty: int = bounded(1, low=1, high=3)  # ImageNet-P's temporal step (test.py --difficulty)
 
     def __post_init__(self):
+        if self.corruption_params not in ("auto", *SCHEDULES):
+            raise UsageError(f"--corruption-params {self.corruption_params!r}: use auto or one of "
+                             f"{', '.join(SCHEDULES)}")
         data = self.perturbation_data
         if data and not Path(data).is_dir():
             raise UsageError(f"--perturbation-data {data} is not a folder; point it at CIFAR-10-P/-100-P "
                              "(<perturbation>.npy files)")
         object.__setattr__(self, "subset", self.subset or None)
         object.__setattr__(self, "perturbations", tuple(perturbation_names(list(self.perturbations))))
+        noisy = [q for q in self.perturbations if metrics.is_noise_perturbation(q)]
+        if self.difficulty > 1 and noisy:
+            raise UsageError(f"--difficulty {self.difficulty} applies to the temporal perturbations; the "
+                             f"noise ones ({', '.join(noisy)}) are harder only as ImageNet-P's separate "
+                             f"<noise>_{self.difficulty} sequences: drop them or use --difficulty 1")
         object.__setattr__(self, "reference", canonical_spec(self.reference))
 
     @property
@@ -79,6 +91,8 @@ class PerturbationOptions:
 class PerturbationSuite(TrainedSuite):
     name = "perturbation"
     Options = PerturbationOptions
+    GROUP = ("model", "dataset", "seed", "perturbation_source", "schedule", "subset", "difficulty", "reference")
+    COLUMNS = {"mFR": "mFR", "mT5D": "mT5D", "mean_FP": "mean FP %"}
 
     def extra_pools(self, options) -> tuple[str, ...]:
         return (options.reference,)
@@ -88,30 +102,41 @@ class PerturbationSuite(TrainedSuite):
 
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "perturbations": list(options.perturbations),
-                "perturbation_source": options.source, "reference": options.reference}
+                "perturbation_source": options.source, "reference": options.reference,
+                "difficulty": options.difficulty,
+                **({"corruption_params": options.corruption_params} if options.source == "generated" else {})}
 
-    def run_cell(self, cell: dict, ctx) -> list[dict]:
+    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
         if not is_main_process():
             return []
         arrays = bundle.eval_arrays(cell["subset"])
-        sequences = self._sequences(cell, ctx, bundle, arrays, cfg.seed)
+        sequences = self._sequences(cell, ctx, bundle, arrays, cfg.data_seed)  # the same for every seed
+        step = int(cell.get("difficulty", 1))
         base = {**train_columns(cfg), "perturbation_source": cell["perturbation_source"],
-                "subset": cell["subset"], "schedule": sequences.schedule, "reference": cell["reference"]}
-        rows = []
+                "subset": cell["subset"], "schedule": sequences.schedule, "reference": cell["reference"],
+                "difficulty": step}
+        rows, preds = [], {}
         for p in cell["perturbations"]:
             seq = sequences.get(p)
             if cell["perturbation_source"].startswith("cifar-p"):
                 seq = seq[arrays.indices]
             n, frames = seq.shape[:2]
             logits = predict(result.model, seq.reshape(n * frames, *seq.shape[2:]), ctx.device)
-            logits = logits.reshape(n, frames, -1).numpy()
+            top5 = top_classes(logits).reshape(n, frames, -1)
+            preds[p] = top5
             noise = metrics.is_noise_perturbation(p)
-            extra = {"perturbation": p, "frames": frames, "noise": noise}
-            rows.append(make_row(base, "flip_probability", metrics.flip_probability(logits.argmax(-1), noise),
-                                 "", n, **extra))
-            rows.append(make_row(base, "top5_distance", metrics.mean_top5_distance(logits, noise), "", n, **extra))
-        return rows
+            extra = {"perturbation": p, "frames": frames, "noise": noise, "predictions": p}
+            fp, t5d = self.per_sequence(top5, noise, step)
+            rows.append(make_row(base, "flip_probability", fp.mean(), "", n, **extra))
+            rows.append(make_row(base, "top5_distance", t5d.mean(), "", n, **extra))
+        return Measured(rows, preds)
+
+    @staticmethod
+    def per_sequence(top5: np.ndarray, noise: bool, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each sequence's flip probability and mean top-5 distance (FP and T5D are their means)."""
+        return (metrics.flips_per_sequence(top5[..., 0], noise, step),
+                metrics.top5_distances_per_sequence(top5, noise, step))
 
     def _sequences(self, cell, ctx, bundle, arrays, seed):
         if cell["perturbation_source"].startswith("cifar-p"):
@@ -122,7 +147,8 @@ class PerturbationSuite(TrainedSuite):
             return generate_perturbed_set(
                 arrays.images, arrays.labels, cell["perturbations"], seed=seed, cache_dir=root,
                 dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
-                workers=max(1, ctx.workers), progress=ctx.progress)
+                workers=max(1, ctx.workers), progress=ctx.progress,
+                schedule=cell.get("corruption_params", "auto"))
 
     def derived(self, frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
         """FR and T5D ratios per perturbation, mFR and mT5D, normalised by the reference each
@@ -130,9 +156,13 @@ class PerturbationSuite(TrainedSuite):
         if frame.empty:
             return pd.DataFrame()
         frame = with_reference(frame, reference)
-        group_cols = ["model", "dataset", "seed", "perturbation_source", "subset", "reference"]
+        group_cols = list(self.GROUP)
+        for col in ("schedule", "difficulty"):
+            if col not in frame.columns:
+                frame[col] = None if col == "schedule" else 1
+        frame["difficulty"] = frame["difficulty"].fillna(1)
         frame["subset"] = frame["subset"].fillna(-1)
-        rows = []
+        rows, undefined = [], set()
         for keys, group in frame.groupby(group_cols, dropna=False, sort=False):
             per_pool = {}
             for pool, g in group.groupby("pool", sort=False):
@@ -143,8 +173,10 @@ class PerturbationSuite(TrainedSuite):
             if reference not in per_pool:
                 continue
             ref_fp, ref_t5 = per_pool[reference]
+            zero = sorted(p for p in ref_fp if not (ref_fp[p] > 0 and ref_t5.get(p, 0) > 0))
+            undefined.update(zero)
             for pool, (fp, t5) in per_pool.items():
-                names = [p for p in fp if p in ref_fp and ref_fp[p] > 0 and ref_t5.get(p, 0) > 0]
+                names = [p for p in fp if p in ref_fp and p not in zero]
                 if not names:
                     continue
                 info = dict(zip(group_cols, keys), pool=pool)
@@ -153,20 +185,63 @@ class PerturbationSuite(TrainedSuite):
                 rows.append({**info, "metric": "mFR", "value": metrics.mfr(fp, ref_fp, names)})
                 rows.append({**info, "metric": "mT5D", "value": metrics.mt5d(t5, ref_t5, names)})
                 rows.append({**info, "metric": "mean_FP", "value": 100 * float(np.mean([fp[p] for p in names]))})
-        return pd.DataFrame(rows)
+        out = pd.DataFrame(rows)
+        out.attrs["notes"] = ([f"mFR, mT5D and mean FP leave out {', '.join(sorted(undefined))}: the reference "
+                               "never flipped (FP or T5D 0), so its rate is undefined"] if undefined else [])
+        return out
 
-    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
+    def table(self, frame: pd.DataFrame, options=None, store=None) -> pd.DataFrame:
         derived = self.derived(frame)
         if derived.empty:
             return pd.DataFrame()
-        summary = derived[derived["metric"].isin(["mFR", "mT5D", "mean_FP"])].pivot_table(
+        summary = derived[derived["metric"].isin(list(self.COLUMNS))].pivot_table(
             index="pool", columns="metric", values="value", aggfunc="mean", sort=False)
-        summary = summary[[c for c in ("mFR", "mT5D", "mean_FP") if c in summary]]
-        summary = summary.rename(columns={"mean_FP": "mean FP %"})
+        summary = summary[[c for c in self.COLUMNS if c in summary]].rename(columns=self.COLUMNS)
+        summary = self._with_intervals(summary, derived, frame, store)
         fr = derived[derived["metric"] == "FR"].pivot_table(
             index="pool", columns="perturbation", values="value", aggfunc="mean", sort=False)
         fr.columns = [f"FR {c}" for c in fr.columns]
-        return summary.join(fr)
+        out = summary.join(fr)
+        out.attrs["notes"] = derived.attrs.get("notes", [])
+        return out
+
+    def _with_intervals(self, summary, derived, frame, store):
+        refs = derived["reference"].dropna().unique()
+        if len(refs) != 1 or derived["dataset"].nunique() > 1 or derived["difficulty"].nunique() > 1:
+            return summary
+        reference, step = refs[0], int(derived["difficulty"].iloc[0])
+        used = sorted(set(derived.loc[derived["metric"] == "FR", "perturbation"]))
+        rows = frame[(frame["metric"] == "flip_probability") & frame["perturbation"].isin(used)]
+
+        def per_sequence(arrays, key):
+            fp, t5d = self.per_sequence(arrays[key], metrics.is_noise_perturbation(key), step)
+            return np.stack([fp, t5d])
+
+        stacked = per_image(rows, store, self.name, per_sequence,
+                            lambda r: (r["pool"], int(r["seed"]), r["perturbation"]))
+        values = {(*k, kind): v[i] for k, v in stacked.items() for i, kind in enumerate(("fp", "t5d"))}
+
+        def boot(m):
+            out = {k: {} for k in self.COLUMNS}
+            ref_seeds = sorted({k[1] for k in values if k[0] == reference})
+            for pool in {k[0] for k in values}:
+                per_seed = {k: [] for k in out}
+                for seed in sorted({k[1] for k in values if k[0] == pool}):
+                    rs = [seed] if seed in ref_seeds else ref_seeds
+                    ref = {(q, kind): np.mean([m[(reference, r, q, kind)] for r in rs], axis=0)
+                           for q in used for kind in ("fp", "t5d")}
+                    for metric, kind in (("mFR", "fp"), ("mT5D", "t5d")):
+                        per_seed[metric].append(100 * np.mean([ratio(m[(pool, seed, q, kind)], ref[(q, kind)])
+                                                               for q in used], axis=0))
+                    per_seed["mean_FP"].append(100 * np.mean([m[(pool, seed, q, "fp")] for q in used], axis=0))
+                for metric, vals in per_seed.items():
+                    out[metric][pool] = np.mean(vals, axis=0)
+            return out
+
+        return add_metric_intervals(summary, derived, self.COLUMNS, boot, values, reference, ("mFR", "mT5D"))
+
+    def notes(self, options) -> list[str]:
+        return [METHOD_NOTE]
 
 
 SUITE = PerturbationSuite()

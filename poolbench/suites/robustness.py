@@ -13,21 +13,33 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
-from ..data.corruptions import generate_corrupted_set, load_cifar_c, load_imagenet_c
+from ..data.corruptions import (
+    ENGINES, PARAM_SETS, engine_for, generate_corrupted_set, load_cifar_c, load_imagenet_c,
+    resolve_params,
+)
 from ..errors import UsageError
+from ..ranges import bounded
 from ..registry import canonical_spec
-from ..store import make_row
-from ..evaluate import predict, predict_dataset
+from ..evaluate import predict, predict_dataset, top_classes
+from ..store import Measured, make_row
 from ..process import file_lock, is_main_process
 from .base import ALEXNET, TrainedSuite, train_columns, with_reference
+from .corruption_metrics import CorruptionMetrics
+from .intervals import METHOD_NOTE, add_metric_intervals, per_image, wrong_top1
 
-HARSHNESS_NOTE = ("generated corruptions use ImageNet-strength parameters at any size: at 32x32 "
-                  "they are harsher than CIFAR-10-C")
+UNNORMALIZED_OVER = {"benchmark": "the 15 benchmark corruptions",
+                     "all": "all corruptions evaluated (the official script's mean over 19)"}
+HARSHNESS_NOTE = ("generated corruptions use the parameter set of the benchmark's authors for the "
+                  "image size (column corruption_params: cifar = CIFAR-10-C's at 32x32, tinyimagenet "
+                  "= Tiny-ImageNet-C's at 64x64, imagenet = ImageNet-C's at 224) unless "
+                  "--corruption-params names one; column corruption_engine says which engine made "
+                  "each corruption")
 
 
 CORRUPTION_GROUPS = {"common": metrics.BENCHMARK_CORRUPTIONS, "extra": metrics.EXTRA_CORRUPTIONS,
@@ -88,13 +100,24 @@ class RobustnessOptions:
     CIFAR-10-C/-100-C (.npy) or ImageNet-C folders instead of generated corruptions.
     """
 
-    subset: int | None = None
+    subset: int | None = bounded(None, low=0)
     corruptions: tuple[str, ...] = ("common",)
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     reference: str | None = None
     corruption_data: str | None = None
+    corruption_params: str = "auto"   # auto (from the image size) | cifar | tinyimagenet | imagenet
+    corruption_engine: str = "auto"   # auto (torch where tested equal) | torch | reference
+    unnormalized_over: str = "benchmark"   # the 15 benchmark corruptions | all (the 19, as hendrycks' script)
 
     def __post_init__(self):
+        if self.corruption_params not in ("auto", *PARAM_SETS):
+            raise UsageError(f"--corruption-params {self.corruption_params!r}: use auto or one of "
+                             f"{', '.join(PARAM_SETS)}")
+        if self.unnormalized_over not in UNNORMALIZED_OVER:
+            raise UsageError(f"--unnormalized-over {self.unnormalized_over!r}: use "
+                             f"{' or '.join(UNNORMALIZED_OVER)}")
+        if self.corruption_engine not in ENGINES:
+            raise UsageError(f"--corruption-engine {self.corruption_engine!r}: use {', '.join(ENGINES)}")
         object.__setattr__(self, "subset", self.subset or None)
         object.__setattr__(self, "corruptions", tuple(corruption_names(list(self.corruptions))))
         object.__setattr__(self, "severities", tuple(severity_list(self.severities)))
@@ -127,11 +150,21 @@ class RobustnessSuite(TrainedSuite):
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "corruptions": list(options.corruptions),
                 "severities": list(options.severities), "corruption_source": options.source,
-                "reference": options.reference}
+                "reference": options.reference, **self._generator_options(options)}
+
+    @staticmethod
+    def _generator_options(options) -> dict:
+        # only generated sets have a parameter set and an engine; the engine is resolved per
+        # corruption here, so that a change of the torch default changes the cell hash
+        if options.source != "generated":
+            return {}
+        return {"corruption_params": options.corruption_params,
+                "corruption_engines": {c: engine_for(c, options.corruption_engine)
+                                       for c in options.corruptions}}
 
     # --- evaluation -------------------------------------------------------------------------
 
-    def run_cell(self, cell: dict, ctx) -> list[dict]:
+    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
         if not is_main_process():
             return []
@@ -144,17 +177,24 @@ class RobustnessSuite(TrainedSuite):
         arrays = bundle.eval_arrays(cell["subset"])
         labels = arrays.labels
         n = len(labels)
-        clean = metrics.top1_error(predict(model, arrays.images, ctx.device), labels)
-        rows = [make_row(base, "clean_error", 100 * clean, "%", n)]
-        corrupted = self._corrupted_set(cell, ctx, bundle, arrays, cfg.seed)
+        if "corruption_params" in cell:  # generated: the set is a column of every row
+            base["corruption_params"] = resolve_params(cell["corruption_params"], arrays.images.shape[1:3])
+        preds = {"labels": np.asarray(labels), "clean": top_classes(predict(model, arrays.images, ctx.device))}
+        rows = [make_row(base, "clean_error", 100 * wrong_top1(preds, "clean").mean(), "%", n,
+                         predictions="clean")]
+        # one data seed for every training seed: the same corrupted images, generated once
+        corrupted = self._corrupted_set(cell, ctx, bundle, arrays, cfg.data_seed)
         for c in cell["corruptions"]:
+            engine = {"corruption_engine": corrupted.engines[c]} if c in corrupted.engines else {}
             for s in cell["severities"]:
                 images = corrupted.get(c, s)
                 if source.startswith("cifar-c"):
                     images = images[arrays.indices]
-                err = metrics.top1_error(predict(model, images, ctx.device), labels)
-                rows.append(make_row(base, "error", 100 * err, "%", n, corruption=c, severity=s))
-        return rows
+                key = f"{c}/{s}"
+                preds[key] = top_classes(predict(model, images, ctx.device))
+                rows.append(make_row(base, "error", 100 * wrong_top1(preds, key).mean(), "%", n, corruption=c,
+                                     severity=s, predictions=key, **engine))
+        return Measured(rows, preds)
 
     def _corrupted_set(self, cell, ctx, bundle, arrays, seed):
         if cell["corruption_source"].startswith("cifar-c"):
@@ -167,11 +207,15 @@ class RobustnessSuite(TrainedSuite):
             return generate_corrupted_set(
                 arrays.images, arrays.labels, cell["corruptions"], cell["severities"], seed=seed,
                 cache_dir=root, dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
-                workers=max(1, ctx.workers), progress=ctx.progress)
+                workers=max(1, ctx.workers), progress=ctx.progress,
+                params=cell.get("corruption_params", "auto"),
+                engine=cell.get("corruption_engines") or "reference")
 
     def _imagenet_c(self, cell, ctx, bundle, model, base):
         logits, labels = predict_dataset(model, bundle.test, ctx.device, progress=ctx.progress, desc="clean")
-        rows = [make_row(base, "clean_error", 100 * metrics.top1_error(logits, labels), "%", len(labels))]
+        preds = {"labels": labels.numpy(), "clean": top_classes(logits)}
+        rows = [make_row(base, "clean_error", 100 * metrics.top1_error(logits, labels), "%", len(labels),
+                         predictions="clean")]
         classes = getattr(bundle, "class_names", None)
         transform = getattr(bundle.test, "transform", None)
         for c in cell["corruptions"]:
@@ -179,87 +223,137 @@ class RobustnessSuite(TrainedSuite):
                 data = load_imagenet_c(ctx.corruption_data, c, s, transform=transform,
                                        classes=list(classes) if classes else None)
                 logits, labels = predict_dataset(model, data, ctx.device, progress=ctx.progress, desc=f"{c} s{s}")
+                # paired intervals need the clean images' order; a set in another order has none
+                same = np.array_equal(labels.numpy(), preds["labels"])
+                if same:
+                    preds[f"{c}/{s}"] = top_classes(logits)
                 rows.append(make_row(base, "error", 100 * metrics.top1_error(logits, labels), "%",
-                                     len(labels), corruption=c, severity=s))
-        return rows
+                                     len(labels), corruption=c, severity=s,
+                                     predictions=f"{c}/{s}" if same else None))
+        return Measured(rows, preds)
 
     def notes(self, options) -> list[str]:
-        return [] if options.corruption_data else [HARSHNESS_NOTE]
+        over = f"unnorm. mCE: mean error over {UNNORMALIZED_OVER[options.unnormalized_over]}"
+        return [METHOD_NOTE, over] + ([] if options.corruption_data else [HARSHNESS_NOTE])
 
     # --- derived metrics (a view over stored rows; never stored) ------------------------------
 
-    def derived(self, frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    GROUP = ("model", "dataset", "seed", "corruption_source", "corruption_params", "subset", "reference")
+
+    def derived(self, frame: pd.DataFrame, reference: str | None = None,
+                unnormalized_over: str = "benchmark") -> pd.DataFrame:
         """CE per corruption, mCE, relative mCE and unnormalised mCE for every pool in ``frame``.
 
         Each row is normalised by the reference its run recorded (column ``reference``: a pool
         measured on the same images, or ``alexnet`` for official ImageNet-C only); a
-        ``reference`` given here re-normalises every row by that pool instead.
+        ``reference`` given here re-normalises every row by that pool instead. Severities are
+        paired by their label: a pool and a reference evaluated at different severities are
+        compared on the ones they share (named in ``derived.attrs["notes"]``).
         """
-        rows = []
+        rows, notes = [], []
         if frame.empty:
             return pd.DataFrame()
-        frame = with_reference(frame, reference)
-        group_cols = ["model", "dataset", "seed", "corruption_source", "subset", "reference"]
-        for col in group_cols:
-            if col not in frame.columns:
-                frame[col] = None
-        frame["subset"] = frame["subset"].fillna(-1)
+        frame = self._grouped(frame, reference)
+        group_cols = list(self.GROUP)
         for keys, group in frame.groupby(group_cols, dropna=False, sort=False):
-            source = group["corruption_source"].iloc[0] or "generated"
-            reference = keys[-1]
-            use_alexnet = reference == ALEXNET
-            if use_alexnet and not str(source).startswith("imagenet-c"):
-                raise UsageError("--reference alexnet applies only to official ImageNet-C data; "
-                                 "use a pool (e.g. --reference max) for generated or CIFAR-C corruptions")
+            ref_name = keys[-1]
             tables = {pool: self._errors(g) for pool, g in group.groupby("pool", sort=False)}
-            if use_alexnet:
-                ref_err = {c: [v * 100 for v in metrics.ALEXNET_ERR[c]] for c in metrics.ALL_CORRUPTIONS}
-                ref_clean = 100 * metrics.ALEXNET_CLEAN_ERR
-            elif reference in tables:
-                ref_clean, ref_err = tables[reference]
-            else:
+            ref = self._reference_errors(ref_name, group, tables)
+            if ref is None:
                 continue
+            ref_clean, ref_err = ref
             for pool, (clean, errs) in tables.items():
-                corr = [c for c in errs if c in ref_err and len(errs[c]) == len(ref_err[c])]
+                shared = {c: sorted(set(errs[c]) & set(ref_err[c])) for c in errs if c in ref_err}
+                shared = {c: sev for c, sev in shared.items() if sev}
+                reduced = sorted(c for c, sev in shared.items() if set(sev) != set(errs[c]) | set(ref_err[c]))
+                if reduced:
+                    notes.append(f"{pool}: CE of {', '.join(reduced)} uses only the severities it shares with "
+                                 f"the reference {ref_name}")
+                corr = list(shared)
                 common = [c for c in metrics.BENCHMARK_CORRUPTIONS if c in corr] or corr
                 if not common:
                     continue
+                over = common if unnormalized_over == "benchmark" else corr
+                mine = {c: [errs[c][v] for v in shared[c]] for c in corr}
+                theirs = {c: [ref_err[c][v] for v in shared[c]] for c in corr}
                 info = dict(zip(group_cols, keys), pool=pool)
                 for c in corr:
                     rows.append({**info, "metric": "CE", "corruption": c,
-                                 "value": _undefined_as_nan(lambda: 100 * metrics.corruption_error(errs[c], ref_err[c]))})
-                rows.append({**info, "metric": "mCE", "value": _undefined_as_nan(lambda: metrics.mce(errs, ref_err, common))})
+                                 "value": _undefined_as_nan(lambda: 100 * metrics.corruption_error(mine[c], theirs[c]))})
+                rows.append({**info, "metric": "mCE", "value": _undefined_as_nan(lambda: metrics.mce(mine, theirs, common))})
                 rows.append({**info, "metric": "relative_mCE", "value": _undefined_as_nan(
-                    lambda: metrics.relative_mce(errs, clean, ref_err, ref_clean, common))})
-                rows.append({**info, "metric": "unnormalized_mCE", "value": metrics.unnormalized_mce(errs, common)})
+                    lambda: metrics.relative_mce(mine, clean, theirs, ref_clean, common))})
+                rows.append({**info, "metric": "unnormalized_mCE", "value": metrics.unnormalized_mce(mine, over)})
                 rows.append({**info, "metric": "clean_error", "value": clean})
-        return pd.DataFrame(rows)
+        out = pd.DataFrame(rows)
+        out.attrs["notes"] = list(dict.fromkeys(notes))
+        return out
+
+    def _grouped(self, frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+        frame = with_reference(frame, reference)
+        for col in self.GROUP:
+            if col not in frame.columns:
+                frame[col] = None
+        frame["subset"] = frame["subset"].fillna(-1)
+        return frame
+
+    @staticmethod
+    def _reference_errors(ref_name: str, group: pd.DataFrame, tables: dict):
+        source = group["corruption_source"].iloc[0] or "generated"
+        if ref_name == ALEXNET:
+            if not str(source).startswith("imagenet-c"):
+                raise UsageError("--reference alexnet applies only to official ImageNet-C data; "
+                                 "use a pool (e.g. --reference max) for generated or CIFAR-C corruptions")
+            return (100 * metrics.ALEXNET_CLEAN_ERR,
+                    {c: {i + 1: 100 * v for i, v in enumerate(metrics.ALEXNET_ERR[c])} for c in metrics.ALL_CORRUPTIONS})
+        return tables.get(ref_name)
 
     @staticmethod
     def _errors(group: pd.DataFrame):
+        """clean error and corruption -> {severity: error} (severities by label, never position)."""
         clean_rows = group[group["metric"] == "clean_error"]["value"]
         clean = float(clean_rows.mean()) if len(clean_rows) else float("nan")
         errs = group[group["metric"] == "error"]
         table = {}
         for c, g in errs.groupby("corruption", sort=False):
-            table[c] = [float(v) for v in g.sort_values("severity")["value"]]
+            table[c] = {int(sev): float(v) for sev, v in g.groupby("severity")["value"].mean().items()}
         return clean, table
 
-    def table(self, frame: pd.DataFrame, options=None) -> pd.DataFrame:
-        derived = self.derived(frame)
+    COLUMNS = {"clean_error": "clean err %", "mCE": "mCE", "relative_mCE": "rel. mCE",
+               "unnormalized_mCE": "unnorm. mCE %"}
+
+    def table(self, frame: pd.DataFrame, options=None, store=None) -> pd.DataFrame:
+        over = options.unnormalized_over if options is not None else "benchmark"
+        derived = self.derived(frame, unnormalized_over=over)
         if derived.empty:
             return pd.DataFrame()
-        names = {"clean_error": "clean err %", "mCE": "mCE", "relative_mCE": "rel. mCE",
-                 "unnormalized_mCE": "unnorm. mCE %"}
+        names = self.COLUMNS
         summary = derived[derived["metric"] != "CE"].pivot_table(
             index="pool", columns="metric", values="value", aggfunc="mean", sort=False, dropna=False)
         summary = summary[[c for c in names if c in summary]].rename(columns=names)
+        summary = self._with_intervals(summary, derived, frame, store, over)
         ce = derived[derived["metric"] == "CE"].pivot_table(
             index="pool", columns="corruption", values="value", aggfunc="mean", sort=False, dropna=False)
         order = [c for c in metrics.ALL_CORRUPTIONS if c in ce.columns]
         ce = ce[order]
         ce.columns = [f"CE {short_name(c)}" for c in order]
-        return summary.join(ce)
+        out = summary.join(ce)
+        out.attrs["notes"] = derived.attrs.get("notes", [])
+        return out
+
+    def _with_intervals(self, summary, derived, frame, store, over):
+        refs = derived["reference"].dropna().unique()
+        if len(refs) != 1 or derived["dataset"].nunique() > 1:
+            return summary  # one comparison per table: the report splits the rest
+        reference = refs[0]
+        frame = self._grouped(frame, None)
+        values = per_image(frame[frame["metric"].isin(["clean_error", "error"])], store, self.name,
+                           lambda a, k: 100 * wrong_top1(a, k),
+                           lambda r: (r["pool"], int(r["seed"]), r.get("corruption") if r["metric"] == "error"
+                                      else "clean", int(r["severity"]) if r["metric"] == "error" else 0))
+        boot = CorruptionMetrics(values, reference, over) if values else None
+        return add_metric_intervals(summary, derived, self.COLUMNS, boot, values,
+                                    None if reference == ALEXNET else reference, ("clean_error", "mCE"))
 
 
 def _undefined_as_nan(compute) -> float:

@@ -16,7 +16,7 @@ comma-separated string, or ``"all"``) names them explicitly, as variant names (m
 max_unpool_blur, lift, bilinear, bilinear_avg, ...) or pool specs. Without it the pools of the
 run's training configs are mapped: ``max`` -> max_unpool, ``max:up=unpool_blur`` ->
 max_unpool_blur, ``lift[:opts]`` -> lift with ``bands=LL`` added unless given, another
-invertible pool -> its own up-pool, a non-invertible pool -> ``bilinear_<name>``. With neither
+invertible pool -> its own up-pool (``aps``, ``lps``: the feature back at the kept phase), a non-invertible pool -> ``bilinear_<name>``. With neither
 (no configs) all four default variants run (``DEFAULT_VARIANTS``); a run that names no pool gets
 ``variants="all"`` below the preset (``pool_defaults``), so all four run by default there too.
 
@@ -44,7 +44,8 @@ from ..metrics import iou_per_class, miou
 from ..models.segnet import DEFAULT_WIDTHS, Variant, resolve_variant, segnet_model_name, segnet_widths
 from ..reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
 from ..segmentation import get_trained_segnet, load_segmentation_data, segmentation_confusion
-from ..store import make_row
+from .intervals import METHOD_NOTE, add_metric_intervals, per_image
+from ..store import Measured, make_row
 from ..train import OPTIMIZERS, SCHEDULES
 from .base import Suite, pool_columns, train_config_of, training_rows
 
@@ -197,6 +198,7 @@ class SegmentationSuite(Suite):
         for v in variants:
             for seed in seeds:
                 cfg = TrainConfig(pool=v.pool, model=model, policy=v.upsample, dataset=dataset, seed=seed,
+                                  data_seed=train_configs[0].data_seed if train_configs else 0,
                                   **options.recipe)
                 cells.append({"kind": "train", "variant": v.name, "train": cfg.to_dict()})
         if options.reconstruction:
@@ -222,21 +224,22 @@ class SegmentationSuite(Suite):
 
     def _run_train(self, cell: dict, ctx) -> list[dict]:
         cfg = train_config_of(cell)
-        bundle = load_segmentation_data(cfg.dataset, cfg.seed, cfg.train_size, cfg.test_size, ctx.data_root)
+        bundle = load_segmentation_data(cfg.dataset, cfg.data_seed, cfg.train_size, cfg.test_size, ctx.data_root)
         result = get_trained_segnet(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell))
         test = bundle.eval_arrays()
-        conf = segmentation_confusion(result.model, test.images, test.masks, bundle.num_classes,
-                                      ctx.device, progress=ctx.progress)
+        conf, counts = segmentation_confusion(result.model, test.images, test.masks, bundle.num_classes,
+                                              ctx.device, progress=ctx.progress)
         base = self._train_columns(cfg, cell["variant"])
         n = len(test.images)
         pixels = int(conf.sum())
         rows = [
-            make_row(base, "miou", miou(conf), "%", n, pixels=pixels),
-            make_row(base, "pixel_accuracy", 100.0 * np.trace(conf) / max(pixels, 1), "%", n, pixels=pixels),
+            make_row(base, "miou", miou(conf), "%", n, pixels=pixels, predictions="counts"),
+            make_row(base, "pixel_accuracy", 100.0 * np.trace(conf) / max(pixels, 1), "%", n, pixels=pixels,
+                     predictions="counts"),
         ]
         for name, iou in zip(bundle.class_names, iou_per_class(conf)):
             rows.append(make_row(base, "iou", None if np.isnan(iou) else 100.0 * iou, "%", n, class_name=name))
-        return rows + training_rows(base, result)
+        return Measured(rows + training_rows(base, result), {"counts": counts})
 
     @staticmethod
     def _train_columns(cfg: TrainConfig, variant: str) -> dict:
@@ -272,7 +275,7 @@ class SegmentationSuite(Suite):
 
     # --- views ---
 
-    def table(self, frame: pd.DataFrame, options: SegmentationOptions | None = None) -> pd.DataFrame:
+    def table(self, frame: pd.DataFrame, options: SegmentationOptions | None = None, store=None) -> pd.DataFrame:
         """One row per up-pooling variant: mIoU, pixel accuracy (mean over seeds), mean PSNR per
         dtype, train time."""
         if frame.empty or "up_pool" not in frame.columns:
@@ -291,11 +294,8 @@ class SegmentationSuite(Suite):
             wide = train.pivot_table(index="label", columns="metric", values="value", aggfunc="mean")
             names = {"miou": "mIoU %", "pixel_accuracy": "pixel acc %", "train_time": "train s"}
             wide = wide[[m for m in names if m in wide.columns]].rename(columns=names)
-            per_seed = train[train["metric"] == "miou"].groupby("label")["value"]
-            if (per_seed.count() > 1).any():  # the spread over seeds, next to the mean
-                wide.insert(1, "mIoU sd", per_seed.std(ddof=1))
             wide["seeds"] = train[train["metric"] == "miou"].groupby("label")["seed"].nunique().astype("Int64")
-            parts.append(wide)
+            parts.append(self._with_intervals(wide, train, store))
         rec = f[(f["metric"] == "psnr") & (f["image"] == "mean")] if "image" in f.columns else f.iloc[:0]
         if not rec.empty:
             wide = rec.pivot_table(index="label", columns="dtype", values="value", aggfunc="mean")
@@ -306,12 +306,43 @@ class SegmentationSuite(Suite):
         out = pd.concat(parts, axis=1)
         return out.reindex([o for o in order if o in out.index])
 
+    def _with_intervals(self, wide: pd.DataFrame, train: pd.DataFrame, store) -> pd.DataFrame:
+        """mIoU and pixel accuracy with their intervals: per-image pixel counts resampled, each
+        variant against ``max_unpool`` (when the run has it)."""
+        rows = train[train["metric"] == "miou"]
+        values = {}
+        for key, counts in per_image(rows, store, self.name, lambda a, k: a[k],
+                                     lambda r: (r["label"], int(r["seed"]))).items():
+            for part, name in enumerate(("inter", "pred", "target")):
+                for c in range(counts.shape[2]):
+                    values[(*key, name, c)] = counts[:, part, c].astype(np.float64)
+        classes = sorted({k[3] for k in values})
+
+        def boot(m):
+            out = {"miou": {}, "pixel_accuracy": {}}
+            for label in dict.fromkeys(k[0] for k in values):
+                ious, accs = [], []
+                for seed in sorted({k[1] for k in values if k[0] == label}):
+                    inter = np.stack([m[(label, seed, "inter", c)] for c in classes])
+                    target = np.stack([m[(label, seed, "target", c)] for c in classes])
+                    union = np.stack([m[(label, seed, "pred", c)] for c in classes]) + target - inter
+                    with np.errstate(invalid="ignore"):   # a class absent from a resample has no IoU
+                        ious.append(100 * np.nanmean(np.where(union > 0, inter / np.where(union > 0, union, 1),
+                                                              np.nan), axis=0))
+                    accs.append(100 * inter.sum(0) / np.maximum(target.sum(0), 1e-12))
+                out["miou"][label], out["pixel_accuracy"][label] = np.mean(ious, axis=0), np.mean(accs, axis=0)
+            return out
+
+        reference = "max_unpool" if "max_unpool" in wide.index else None
+        return add_metric_intervals(wide, train, {"miou": "mIoU %", "pixel_accuracy": "pixel acc %"}, boot,
+                                    values, reference, ("miou", "pixel_accuracy"), index="label",
+                                    lower_is_better=False)
+
     def notes(self, options: SegmentationOptions) -> list[str]:
         n = len(options.seeds) if options.seeds else None
         over = f"{n} training seed{'s' if n != 1 else ''}" if n else "the training seeds"
-        notes = [f"mIoU % and pixel acc %: means over {over}; mIoU sd: their sample standard deviation "
-                 "(at short recipes a seed can decide whether a run leaves the ~38 mIoU plateau: compare "
-                 "variants over several seeds)"]
+        notes = [f"mIoU % and pixel acc %: means over {over} (at short recipes a seed can decide whether "
+                 "a run leaves the ~38 mIoU plateau: compare variants over several seeds)", METHOD_NOTE]
         if options.reconstruction:
             notes.append("PSNR: mean over the sample images of down- then up-pooling without training "
                          "(deterministic for a seed)")
