@@ -110,6 +110,7 @@ def _reference_set(imgs, c, s, params):
     return np.stack(out)
 
 
+@pytest.mark.slow  # seconds of statistics on a 2-core machine
 @pytest.mark.parametrize("params,size", [("cifar", 32), ("tinyimagenet", 64)])
 def test_random_corruptions_match_in_distribution(params, size):
     imgs = np.repeat(np.concatenate([_photos(size, 4), _pattern(size)]), 8, axis=0)  # 40 images
@@ -142,6 +143,7 @@ def test_fog_fractal_matches_the_reference_in_distribution():
         assert abs(rough(ours) - rough(ref)) < 0.15 * rough(ref), decay
 
 
+@pytest.mark.slow  # seconds of statistics on a 2-core machine
 def test_glass_blur_is_an_approximation_left_to_the_reference():
     size, params = 64, "tinyimagenet"
     imgs = np.repeat(_photos(size, 4), 4, axis=0)

@@ -105,6 +105,7 @@ def _spectrum_slope(images: np.ndarray) -> float:
     return float(np.polyfit(np.log(k), np.log(radial[k]), 1)[0])
 
 
+@pytest.mark.slow  # seconds of statistics on a 2-core machine
 def test_test_images_have_a_one_over_f_spectrum():
     bundle = load_dataset("photos")
     slope = _spectrum_slope(bundle.test.images)

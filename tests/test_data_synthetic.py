@@ -74,6 +74,7 @@ def test_not_solvable_by_colour_statistics():
     assert (pred == yt).mean() < 0.25
 
 
+@pytest.mark.slow  # seconds of statistics on a 2-core machine
 def test_default_bundle_completes_and_statistics_match():
     bundle = load_dataset("shapes")
     assert (len(bundle.train), len(bundle.test)) == (10_000, 2_000)
