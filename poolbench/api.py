@@ -161,7 +161,7 @@ def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[
     in the cell. Missing data fails here, before any stored cell is looked up."""
     prints: dict[str, str] = {}
     official = {f"{key}_fingerprint": folder_fingerprint(path, f"--{key.replace('_', '-')}")
-                for key, path in sorted(settings.items()) if path}
+                for key, path in sorted(settings.items()) if key.endswith("_data") and path}
     out = []
     for cell in cells:
         cell = {**cell, **official}

@@ -178,15 +178,19 @@ def execute_suite(suite_name: str, args: dict, options: dict):
 @click.option("--unnormalized-over", default=None, type=click.Choice(["benchmark", "all"]),
               help="Unnormalised mCE over the 15 benchmark corruptions (default) or all evaluated "
                    "(the official script's mean over 19).")
+@click.option("--on-the-fly", is_flag=True, default=None,
+              help="Generate each corrupted set inside the evaluation (torch engine on --device), "
+                   "cache nothing: for sets too large for the disk; the same images.")
 def run_robustness(reference, corruptions, severities, subset, corruption_data, corruption_params,
-                   corruption_engine, unnormalized_over, **args):
+                   corruption_engine, unnormalized_over, on_the_fly, **args):
     """Corruption robustness: clean error, CE per corruption, mCE, relative and unnormalised mCE."""
     execute_suite("robustness", args, {"reference": reference, "corruptions": corruptions,
                                        "severities": severities, "subset": subset,
                                        "corruption_data": corruption_data,
                                        "corruption_params": corruption_params,
                                        "corruption_engine": corruption_engine,
-                                       "unnormalized_over": unnormalized_over})
+                                       "unnormalized_over": unnormalized_over,
+                                       "on_the_fly": on_the_fly})
 
 
 @run_group.command("perturbation", context_settings=CONTEXT)
@@ -202,12 +206,15 @@ def run_robustness(reference, corruptions, severities, subset, corruption_data, 
                    "Tiny-ImageNet-P's near 64, ImageNet-P's near 224).")
 @click.option("--difficulty", type=click.IntRange(1, 3), default=None,
               help="ImageNet-P's temporal step: frames compared d apart (default 1; noise: vs frame 0).")
+@click.option("--perturbation-engine", default=None, type=click.Choice(["auto", "torch", "reference"]),
+              help="Generator (default auto: torch for the perturbations tested equal to the reference).")
 def run_perturbation(reference, perturbations, subset, perturbation_data, corruption_params, difficulty,
-                     **args):
+                     perturbation_engine, **args):
     """Perturbation stability: flip probability, FR/mFR and T5D/mT5D against a reference pool."""
     execute_suite("perturbation", args, {"reference": reference, "perturbations": perturbations,
                                          "subset": subset, "perturbation_data": perturbation_data,
-                                         "corruption_params": corruption_params, "difficulty": difficulty})
+                                         "corruption_params": corruption_params, "difficulty": difficulty,
+                                         "perturbation_engine": perturbation_engine})
 
 
 @run_group.command("shift", context_settings=CONTEXT)

@@ -53,6 +53,7 @@ class RunContext:
     checkpoint: str | None = None
     corruption_data: str | None = None
     perturbation_data: str | None = None
+    corruption_on_the_fly: bool = False   # robustness: generate inside the evaluation, no cache
     threads: int | None = None
     workers: int = 2
     extra: dict = field(default_factory=dict)

@@ -183,6 +183,24 @@ def test_run_returns_the_table_the_cli_prints(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_on_the_fly_corruptions_give_the_cached_runs_numbers_and_cache_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
+    options = {"subset": 32, "corruptions": "gaussian_noise,contrast,glass_blur", "severities": "2"}
+    live = poolbench.run("robustness", pools=["avg"], results=str(tmp_path / "live"), progress=False,
+                         on_the_fly=True, **TINY, **options)
+    assert not (tmp_path / "cache" / "corruptions").exists()
+    cached = poolbench.run("robustness", pools=["avg"], results=str(tmp_path / "cached"), progress=False,
+                           **TINY, **options)
+    assert (tmp_path / "cache" / "corruptions").is_dir()
+    def values(result):
+        return sorted((r["pool"], r["metric"], r.get("corruption"), r["value"], r["config_hash"])
+                      for r in result.rows)
+    assert values(live) == values(cached)
+    assert {(r["pool"], r.get("corruption")) for r in live.rows if r["metric"] == "error"} == \
+        {(p, c) for p in ("avg", "max") for c in ("gaussian_noise", "contrast", "glass_blur")}
+
+
+@pytest.mark.slow
 def test_a_preset_reference_avg_gives_a_report_normalised_by_avg(tmp_path, capsys):
     # regression: the report read --reference from commands.log and normalised by max
     preset = tmp_path / "avg.toml"

@@ -91,6 +91,22 @@ def test_engine_choice_and_cache_columns(tmp_path):
         K.engine_for("contrast", "gpu")
 
 
+def test_on_the_fly_sets_are_the_cached_bytes_and_store_nothing(tmp_path):
+    imgs = _images(5)
+    names, sev = ["gaussian_noise", "contrast", "impulse_noise"], [1, 4]
+    cached = K.generate_corrupted_set(imgs, None, names, sev, seed=3, cache_dir=tmp_path / "c",
+                                      workers=0, progress=False, engine="auto", chunk_size=2)
+    live = K.generate_corrupted_set(imgs, None, names, sev, seed=3, cache_dir=tmp_path / "f",
+                                    workers=0, progress=False, engine="auto", chunk_size=2,
+                                    on_the_fly=True)
+    assert live.engines == cached.engines and live.keys() == cached.keys()
+    assert not (tmp_path / "f").exists()   # nothing generated ahead, nothing written
+    for c in names:
+        for s in sev:
+            np.testing.assert_array_equal(live.get(c, s), cached.get(c, s), err_msg=f"{c} s{s}")
+            assert live.path((c, s)) is None and live.manifest((c, s))["engine"] == cached.engines[c]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_gives_the_cpu_bytes_up_to_float_rounding():
     imgs = _images(3, 64)

@@ -16,16 +16,16 @@ project's numpy generator at CIFAR-10-C's and Tiny-ImageNet-C's), on natural pho
 """
 import numpy as np
 import pytest
-import skimage.data
 import torch
 from imagecorruptions import corruptions as L
-from PIL import Image
 
 from poolbench.corrupt import engine as E
 from poolbench.corrupt import reference as R
 from poolbench.corrupt import weather
 from poolbench.corrupt.params import constants
 from poolbench.data.cache import item_seed
+
+from _images import pattern, photos, psnr
 
 # ImageNet's 224x224 cases take a few seconds each: slow
 SETS = [("cifar", 32), ("tinyimagenet", 64), pytest.param("imagenet", 224, marks=pytest.mark.slow)]
@@ -35,21 +35,6 @@ WITH_DRAWS = ("motion_blur", "frost", "fog", "snow", "elastic_transform")
 NOISE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")
 
 
-def _photos(size, n=3):
-    photos = [skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(),
-              skimage.data.rocket()][:n]
-    return np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.BILINEAR)) for p in photos])
-
-
-def _pattern(size):
-    yy, xx = np.mgrid[:size, :size] / size
-    img = np.stack([np.sin(9 * xx + 4 * yy), np.cos(13 * xx * yy), (xx > 0.5) * 1.0], -1)
-    return np.clip((img + 1) * 110, 0, 255).astype(np.uint8)[None]
-
-
-def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
 
 
 def _torch(img, c, s, params, draws=None):
@@ -59,7 +44,7 @@ def _torch(img, c, s, params, draws=None):
 
 @pytest.mark.parametrize("params,size", SETS)
 def test_deterministic_corruptions_match_to_40_db(params, size):
-    imgs = np.concatenate([_photos(size, 1 if size > 100 else 3), _pattern(size)])
+    imgs = np.concatenate([photos(size, 1 if size > 100 else 3), pattern(size)])
     for c in DETERMINISTIC:
         for s in (1, 2, 3, 4, 5):
             for img in imgs:
@@ -90,7 +75,7 @@ def _reference_draws(c, params, s, h, w, seed):
 
 @pytest.mark.parametrize("params,size", SETS)
 def test_random_corruptions_given_the_reference_draws_match_to_40_db(params, size):
-    imgs = np.concatenate([_photos(size, 1 if size > 100 else 2), _pattern(size)])
+    imgs = np.concatenate([photos(size, 1 if size > 100 else 2), pattern(size)])
     for c in WITH_DRAWS:
         for s in (1, 3, 5):
             for k, img in enumerate(imgs):
@@ -113,7 +98,7 @@ def _reference_set(imgs, c, s, params):
 @pytest.mark.slow  # seconds of statistics on a 2-core machine
 @pytest.mark.parametrize("params,size", [("cifar", 32), ("tinyimagenet", 64)])
 def test_random_corruptions_match_in_distribution(params, size):
-    imgs = np.repeat(np.concatenate([_photos(size, 4), _pattern(size)]), 8, axis=0)  # 40 images
+    imgs = np.repeat(np.concatenate([photos(size, 4), pattern(size)]), 8, axis=0)  # 40 images
     for c in NOISE + WITH_DRAWS:
         for s in (1, 3, 5):
             ref = _reference_set(imgs, c, s, params).astype(np.float64)
@@ -146,7 +131,7 @@ def test_fog_fractal_matches_the_reference_in_distribution():
 @pytest.mark.slow  # seconds of statistics on a 2-core machine
 def test_glass_blur_is_an_approximation_left_to_the_reference():
     size, params = 64, "tinyimagenet"
-    imgs = np.repeat(_photos(size, 4), 4, axis=0)
+    imgs = np.repeat(photos(size, 4), 4, axis=0)
     ref = _reference_set(imgs, "glass_blur", 5, params).astype(np.float64)
     ours = E.corrupt_numpy(imgs, "glass_blur", 5, 0, params).astype(np.float64)
     dr, dt = np.abs(ref - imgs).mean(), np.abs(ours - imgs).mean()

@@ -108,7 +108,7 @@ def test_generated_set_is_cached(tmp_path, workers):
     assert ps.schedule == "cifar" and ps.noise("shot_noise") and not ps.noise("translate")
     path = ps.path(("shot_noise", "cifar"))
     assert path.parent == tmp_path / "perturbations" / "unit" / "val" / "shot_noise"
-    assert path.name.startswith("cifar-seed4-") and path.with_suffix(".json").exists()
+    assert path.name.startswith("cifar-reference-seed4-") and path.with_suffix(".json").exists()
     np.testing.assert_array_equal(ps.get("shot_noise"), P.perturb_sequences(imgs, "shot_noise", seed=4))
     assert ps.get("translate", mmap=True).shape == (3, 16, 32, 32, 3)
     assert ps.manifest(("translate", "cifar"))["frames"] == 16

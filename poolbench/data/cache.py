@@ -179,6 +179,22 @@ class _Sliced:
         return arr if mmap else np.array(arr)
 
 
+ENGINES = ("auto", "reference", "torch")
+
+
+def choose_engine(name: str, engine: str, tested, implemented, what: str) -> str:
+    """The engine that makes ``name`` (a corruption or a perturbation): ``reference`` or
+    ``torch``. ``auto``: torch where its equivalence tests pass (``tested``); an explicit
+    ``torch`` falls back to the reference only where the torch engine has no implementation."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown {what} engine {engine!r}; use {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "torch" if name in tested else "reference"
+    if engine == "torch" and name not in implemented:
+        return "reference"
+    return engine
+
+
 def entry_path(cache_dir: Path, kind: str, dataset: str, subset: str, name: str, level: str,
                seed: int, key_digest: str) -> Path:
     return (Path(cache_dir) / kind / safe_component(dataset) / safe_component(subset)

@@ -42,11 +42,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm  # plain tqdm, not tqdm.auto: always a text bar on stderr
 
 from ..corrupt import engine as _torch_engine
 from ..corrupt import reference as _numpy_reference
@@ -61,7 +63,7 @@ SEED_ARGUMENT_CORRUPTIONS = ("impulse_noise", "glass_blur")
 LIBRARY_DISTRIBUTIONS = ("imagecorruptions-imaug", "imagecorruptions")
 MIN_SIZE = 32
 GENERATOR_REVISION = 2  # bump when this module's post-processing changes the bytes
-ENGINES = ("auto", "reference", "torch")
+ENGINES = _cache.ENGINES
 
 __all__ = [
     "ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "ENGINES", "PARAM_SETS", "SEVERITIES",
@@ -75,16 +77,9 @@ def library_version() -> str:
 
 
 def engine_for(corruption: str, engine: str) -> str:
-    """The engine that makes ``corruption``: ``reference`` or ``torch``. ``auto``: torch where
-    its equivalence tests pass (``TORCH_DEFAULT``); an explicit ``torch`` falls back to the
-    reference only where the torch engine has no implementation."""
-    if engine not in ENGINES:
-        raise UsageError(f"unknown corruption engine {engine!r}; use {', '.join(ENGINES)}")
-    if engine == "auto":
-        return "torch" if corruption in _torch_engine.TORCH_DEFAULT else "reference"
-    if engine == "torch" and corruption not in _torch_engine.IMPLEMENTED:
-        return "reference"
-    return engine
+    """``reference`` or ``torch`` for ``corruption`` (``cache.choose_engine``)."""
+    return _cache.choose_engine(corruption, engine, _torch_engine.TORCH_DEFAULT,
+                                _torch_engine.IMPLEMENTED, "corruption")
 
 
 def generator_version(params: str, engine: str) -> str:
@@ -152,10 +147,13 @@ def _fit(out: np.ndarray, clean: np.ndarray) -> np.ndarray:
 
 
 def _corrupt_chunk(images: np.ndarray, start: int, corruption: str, severity: int,
-                   seed: int, params: str = "imagenet", engine: str = "reference") -> np.ndarray:
-    """Corrupt a chunk whose first image has index ``start`` in the whole set."""
+                   seed: int, params: str = "imagenet", engine: str = "reference",
+                   device: str = "cpu") -> np.ndarray:
+    """Corrupt a chunk whose first image has index ``start`` in the whole set (``device``: where
+    the torch engine runs)."""
     if engine == "torch":
-        return _torch_engine.corrupt_numpy(images, corruption, severity, seed, params, start=start)
+        return _torch_engine.corrupt_numpy(images, corruption, severity, seed, params, start=start,
+                                           device=device)
     if params == "imagenet":
         fn = _library().corruption_dict[corruption]
     else:
@@ -219,6 +217,29 @@ class CorruptedSet(_cache.ArraySet):
                 f"{list(self.severities)}, seed={self.seed}, params={self.params})")
 
 
+@dataclass
+class _OnTheFly:
+    """One (corruption, severity) made from the clean images on each ``get``, chunk by chunk in
+    this process, never stored: the same bytes as a generated array (every image is seeded by
+    its index), without the disk a large set needs."""
+
+    images: np.ndarray
+    job: dict
+    chunk_size: int
+    progress: bool
+    manifest: dict = field(default_factory=dict)
+
+    def load(self, mmap: bool) -> np.ndarray:
+        out = np.empty_like(self.images)
+        n, step = len(self.images), self.chunk_size
+        with tqdm(total=n, desc=f"{self.job['corruption']} s{self.job['severity']} (on the fly)",
+                  unit="img", disable=not self.progress, leave=False, file=sys.stderr) as bar:
+            for s in range(0, n, step):
+                out[s:s + step] = _corrupt_chunk(self.images[s:s + step], s, **self.job)
+                bar.update(min(step, n - s))
+        return out
+
+
 def generate_corrupted_set(images: np.ndarray, labels: Any = None,
                            corruptions: Sequence[str] = BENCHMARK_CORRUPTIONS,
                            severities: Sequence[int] = SEVERITIES, seed: int = 0,
@@ -226,7 +247,8 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
                            dataset: str = "custom", subset: str = "test",
                            workers: int | None = None, chunk_size: int = 256,
                            progress: bool = True, mp_context: str | None = None,
-                           params: str = "auto", engine: str | dict = "reference") -> CorruptedSet:
+                           params: str = "auto", engine: str | dict = "reference",
+                           on_the_fly: bool = False, device: str = "cpu") -> CorruptedSet:
     """Produce every (corruption, severity) of ``images`` once and return them lazily.
 
     ``params``: the parameter set (``auto``: from the image size); ``engine``: reference |
@@ -248,7 +270,8 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
     engines = {c: engine_for(c, engine.get(c, "reference") if isinstance(engine, dict) else engine)
                for c in names}
     fingerprint = _cache.images_fingerprint(images)
-    jobs = {"reference": [], "torch": []}
+    jobs: dict[str, list] = {"reference": [], "torch": []}
+    sources: dict = {}
     for c in names:
         for s in sev:
             manifest = {
@@ -260,16 +283,20 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
                 "images": fingerprint, "num_images": len(images),
                 "image_shape": list(images.shape[1:]),
             }
+            job = {"corruption": c, "severity": s, "seed": seed, "params": params, "engine": engines[c]}
+            if on_the_fly:
+                sources[(c, s)] = _OnTheFly(images, {**job, "device": device}, chunk_size, progress,
+                                            manifest)
+                continue
             path = None if cache_dir is None else _cache.entry_path(
                 cache_dir, "corruptions", dataset, subset, c, f"{params}-{engines[c]}-s{s}", seed,
                 _cache.digest(manifest))
             jobs[engines[c]].append(_jobs.Job(
-                key=(c, s), func=_corrupt_chunk,
-                params={"corruption": c, "severity": s, "seed": seed, "params": params,
-                        "engine": engines[c]},
+                key=(c, s), func=_corrupt_chunk, params=job,
                 item_shape=tuple(images.shape[1:]), path=path, manifest=manifest))
-    sources = {}
     for kind, todo in jobs.items():
+        if not todo:
+            continue
         # the torch engine is batched on torch's own threads: worker processes would only
         # multiply the threads
         sources.update(_jobs.generate(

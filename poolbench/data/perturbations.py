@@ -2,8 +2,11 @@
 
 A sequence is frames x_0..x_{n-1} of one image under a growing (or moving) perturbation; the
 schedules and the frame generators are ``poolbench.data.perturb_frames`` (re-exported here).
-``generate_perturbed_set`` makes every perturbation's sequences of a set of images once, in
-worker processes, cached like the corrupted sets; ``load_cifar_p`` reads CIFAR-10-P /
+``generate_perturbed_set`` makes every perturbation's sequences of a set of images once, cached
+like the corrupted sets, with one of two engines: ``reference`` (the numpy/OpenCV generator, in
+worker processes) or ``torch`` (``poolbench.corrupt.perturb``: batched, in this process);
+``auto`` uses torch for the perturbations whose equivalence with the reference is tested
+(``TORCH_DEFAULT``) and the reference for the rest. ``load_cifar_p`` reads CIFAR-10-P /
 CIFAR-100-P. Both return a ``PerturbedSet``.
 """
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..corrupt import perturb as _torch_engine
 from ..errors import UsageError
 from ..metrics import (
     ALL_PERTURBATIONS,
@@ -39,24 +43,41 @@ from .perturb_frames import (
     resolve_schedule,
 )
 
+ENGINES = _cache.ENGINES
+
 __all__ = [
-    "ALL_PERTURBATIONS", "CIFAR_P_TEST_PERTURBATIONS", "NOISE_PERTURBATIONS",
+    "ALL_PERTURBATIONS", "CIFAR_P_TEST_PERTURBATIONS", "ENGINES", "NOISE_PERTURBATIONS",
     "P_TEST_PERTURBATIONS", "P_VALIDATION_PERTURBATIONS", "SCHEDULES", "PerturbedSet",
-    "frame_count", "frame_parameters", "generate_perturbed_set", "is_noise_perturbation",
-    "load_cifar_p", "perturb_sequences", "resolve_schedule",
+    "engine_for", "frame_count", "frame_parameters", "generate_perturbed_set",
+    "is_noise_perturbation", "load_cifar_p", "perturb_sequences", "resolve_schedule",
 ]
+
+
+def engine_for(perturbation: str, engine: str) -> str:
+    """``reference`` or ``torch`` for ``perturbation`` (``cache.choose_engine``; spatter has no
+    torch version)."""
+    return _cache.choose_engine(perturbation, engine, _torch_engine.TORCH_DEFAULT,
+                                _torch_engine.IMPLEMENTED, "perturbation")
+
+
+def _torch_chunk(images: np.ndarray, start: int, perturbation: str, schedule: str,
+                 seed: int) -> np.ndarray:
+    """``_perturb_chunk``'s signature for the torch engine (a job function)."""
+    return _torch_engine.perturb_numpy(images, perturbation, seed, schedule, start=start)
 
 
 class PerturbedSet(_cache.ArraySet):
     """Perturbation sequences of one image set: ``get(perturbation) -> uint8 (N, frames, H, W, 3)``."""
 
-    def __init__(self, labels, sources, perturbations, schedule, seed=None, source="generated"):
+    def __init__(self, labels, sources, perturbations, schedule, seed=None, source="generated",
+                 engines=None):
         super().__init__(kind="perturbed", labels=None if labels is None else np.asarray(labels),
                          _sources=sources)
         self.perturbations = tuple(perturbations)
         self.schedule = schedule
         self.seed = seed
         self.source = source
+        self.engines = dict(engines or {})  # perturbation -> "reference" | "torch" (generated)
 
     def get(self, perturbation: str, mmap: bool = False) -> np.ndarray:
         return self._get((perturbation, self.schedule), mmap)
@@ -85,42 +106,60 @@ def generate_perturbed_set(images: np.ndarray, labels: Any = None,
                            seed: int = 0, cache_dir: str | os.PathLike | None = None, *,
                            schedule: str = "auto", dataset: str = "custom", subset: str = "test",
                            workers: int | None = None, chunk_size: int = 128,
-                           progress: bool = True, mp_context: str | None = None) -> PerturbedSet:
+                           progress: bool = True, mp_context: str | None = None,
+                           engine: str | dict = "reference") -> PerturbedSet:
     """Produce every perturbation's sequences of ``images`` once and return them lazily.
 
-    Cached like the corrupted sets: ``<cache_dir>/perturbations/<dataset>/<subset>/
-    <perturbation>/<schedule>-seed<seed>-<digest>.npy`` + JSON manifest, written atomically,
-    generated in ``workers`` processes with a progress bar on stderr; in memory without
-    ``cache_dir``. Note the size: 10,000 CIFAR images x 31 frames is 950 MB per perturbation
-    (``get(..., mmap=True)`` maps it instead of reading it). With ``workers > 1`` a calling
-    script needs ``if __name__ == "__main__":`` (worker processes re-import it).
+    ``engine``: reference | torch | auto (see the module note), or a dict perturbation ->
+    engine (missing ones: reference); ``PerturbedSet.engines`` says which made each. Cached
+    like the corrupted sets: ``<cache_dir>/perturbations/<dataset>/<subset>/<perturbation>/
+    <schedule>-<engine>-seed<seed>-<digest>.npy`` + JSON manifest (with the engine and its
+    version), written atomically, the reference engine in ``workers`` processes, the torch
+    engine in this process (batched on torch's threads), with a progress bar on stderr; in
+    memory without ``cache_dir``. Note the size: 10,000 CIFAR images x 31 frames is 950 MB per
+    perturbation (``get(..., mmap=True)`` maps it instead of reading it). With ``workers > 1``
+    a calling script needs ``if __name__ == "__main__":`` (worker processes re-import it).
     """
     images = _cache.check_images(images, MIN_SIZE)
     if labels is not None and len(labels) != len(images):
         raise UsageError(f"{len(labels)} labels for {len(images)} images; pass one label per image")
     names, seed = _names(perturbations), _cache.check_seed(seed)
     schedule = resolve_schedule(schedule, images.shape[1:3])
+    engines = {p: engine_for(p, engine.get(p, "reference") if isinstance(engine, dict) else engine)
+               for p in names}
     fingerprint = _cache.images_fingerprint(images)
-    jobs = []
+    jobs: dict[str, list] = {"reference": [], "torch": []}
     for p in names:
         frames = frame_count(p, schedule)
         manifest = {
             "kind": "perturbation", "dataset": str(dataset), "subset": str(subset),
             "perturbation": p, "schedule": schedule, "frames": frames, "seed": seed,
-            "generator": f"poolbench.data.perturbations r{GENERATOR_REVISION}",
+            "engine": engines[p],
+            "generator": (_torch_engine.version() if engines[p] == "torch"
+                          else f"poolbench.data.perturbations r{GENERATOR_REVISION}"),
             "format": _cache.FORMAT_VERSION, "images": fingerprint, "num_images": len(images),
             "image_shape": list(images.shape[1:]),
         }
         path = None if cache_dir is None else _cache.entry_path(
-            cache_dir, "perturbations", dataset, subset, p, schedule, seed, _cache.digest(manifest))
-        jobs.append(_jobs.Job(key=(p, schedule), func=_perturb_chunk,
-                              params={"perturbation": p, "schedule": schedule, "seed": seed},
-                              item_shape=(frames, *images.shape[1:]), path=path, manifest=manifest))
-    sources = _jobs.generate(jobs, images, workers=workers, chunk_size=chunk_size, progress=progress,
-                             desc=f"perturbing {dataset}/{subset}", mp_context=mp_context,
-                             cache_dir=cache_dir)
+            cache_dir, "perturbations", dataset, subset, p, f"{schedule}-{engines[p]}", seed,
+            _cache.digest(manifest))
+        jobs[engines[p]].append(_jobs.Job(
+            key=(p, schedule), func=_torch_chunk if engines[p] == "torch" else _perturb_chunk,
+            params={"perturbation": p, "schedule": schedule, "seed": seed},
+            item_shape=(frames, *images.shape[1:]), path=path, manifest=manifest))
+    sources: dict = {}
+    for kind, todo in jobs.items():
+        if not todo:
+            continue
+        # the torch engine is batched on torch's own threads: worker processes would only
+        # multiply the threads
+        sources.update(_jobs.generate(
+            todo, images, workers=0 if kind == "torch" else workers, chunk_size=chunk_size,
+            progress=progress, desc=f"perturbing {dataset}/{subset} ({kind})",
+            mp_context=mp_context, cache_dir=cache_dir))
     ordered = {(p, schedule): sources[(p, schedule)] for p in names}
-    return PerturbedSet(labels, ordered, names, schedule, seed=seed, source=f"{dataset}/{subset}")
+    return PerturbedSet(labels, ordered, names, schedule, seed=seed, source=f"{dataset}/{subset}",
+                        engines=engines)
 
 
 # --------------------------------------------------------------------------- official CIFAR-P

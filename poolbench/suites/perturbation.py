@@ -17,7 +17,7 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
-from ..data.perturbations import SCHEDULES, generate_perturbed_set, load_cifar_p
+from ..data.perturbations import ENGINES, SCHEDULES, engine_for, generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
 from ..ranges import bounded
 from ..registry import canonical_spec
@@ -56,6 +56,8 @@ class PerturbationOptions:
     ``reference``: the pool whose flip probabilities and top-5 distances normalise FR and T5D,
     run on the same sequences (default ``max``). ``subset``: the first N test images turned
     into sequences (0 or None: all). ``perturbation_data``: official CIFAR-10-P/-100-P (.npy).
+    ``perturbation_engine``: the generator of generated sequences (auto: torch for the
+    perturbations tested equal to the reference, the numpy generator for the rest).
     """
 
     subset: int | None = bounded(None, low=0)
@@ -64,11 +66,14 @@ class PerturbationOptions:
     perturbation_data: str | None = None
     corruption_params: str = "auto"  # the schedule: auto (from the image size) | cifar | tinyimagenet | imagenet
     difficulty: int = bounded(1, low=1, high=3)  # ImageNet-P's temporal step (test.py --difficulty)
+    perturbation_engine: str = "auto"  # auto (torch where tested equal) | torch | reference
 
     def __post_init__(self):
         if self.corruption_params not in ("auto", *SCHEDULES):
             raise UsageError(f"--corruption-params {self.corruption_params!r}: use auto or one of "
                              f"{', '.join(SCHEDULES)}")
+        if self.perturbation_engine not in ENGINES:
+            raise UsageError(f"--perturbation-engine {self.perturbation_engine!r}: use {', '.join(ENGINES)}")
         data = self.perturbation_data
         if data and not Path(data).is_dir():
             raise UsageError(f"--perturbation-data {data} is not a folder; point it at CIFAR-10-P/-100-P "
@@ -103,8 +108,17 @@ class PerturbationSuite(TrainedSuite):
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "perturbations": list(options.perturbations),
                 "perturbation_source": options.source, "reference": options.reference,
-                "difficulty": options.difficulty,
-                **({"corruption_params": options.corruption_params} if options.source == "generated" else {})}
+                "difficulty": options.difficulty, **self._generator_options(options)}
+
+    @staticmethod
+    def _generator_options(options) -> dict:
+        # only generated sequences have a schedule and an engine; the engine is resolved per
+        # perturbation here, so that a change of the torch default changes the cell hash
+        if options.source != "generated":
+            return {}
+        return {"corruption_params": options.corruption_params,
+                "perturbation_engines": {p: engine_for(p, options.perturbation_engine)
+                                         for p in options.perturbations}}
 
     def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
@@ -127,6 +141,8 @@ class PerturbationSuite(TrainedSuite):
             preds[p] = top5
             noise = metrics.is_noise_perturbation(p)
             extra = {"perturbation": p, "frames": frames, "noise": noise, "predictions": p}
+            if p in sequences.engines:  # generated: which engine made the sequences
+                extra["perturbation_engine"] = sequences.engines[p]
             fp, t5d = self.per_sequence(top5, noise, step)
             rows.append(make_row(base, "flip_probability", fp.mean(), "", n, **extra))
             rows.append(make_row(base, "top5_distance", t5d.mean(), "", n, **extra))
@@ -148,7 +164,8 @@ class PerturbationSuite(TrainedSuite):
                 arrays.images, arrays.labels, cell["perturbations"], seed=seed, cache_dir=root,
                 dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
                 workers=max(1, ctx.workers), progress=ctx.progress,
-                schedule=cell.get("corruption_params", "auto"))
+                schedule=cell.get("corruption_params", "auto"),
+                engine=cell.get("perturbation_engines") or "reference")
 
     def derived(self, frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
         """FR and T5D ratios per perturbation, mFR and mT5D, normalised by the reference each

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,9 @@ class RobustnessOptions:
     corruption_params: str = "auto"   # auto (from the image size) | cifar | tinyimagenet | imagenet
     corruption_engine: str = "auto"   # auto (torch where tested equal) | torch | reference
     unnormalized_over: str = "benchmark"   # the 15 benchmark corruptions | all (the 19, as hendrycks' script)
+    # generated sets: make each (corruption, severity) inside the evaluation instead of caching
+    # all of them first; the same bytes, so it is a run setting, not part of the cell
+    on_the_fly: bool = False
 
     def __post_init__(self):
         if self.corruption_params not in ("auto", *PARAM_SETS):
@@ -145,7 +149,7 @@ class RobustnessSuite(TrainedSuite):
         return () if options.reference == ALEXNET else (options.reference,)
 
     def run_settings(self, options) -> dict:
-        return {"corruption_data": options.corruption_data}
+        return {"corruption_data": options.corruption_data, "corruption_on_the_fly": options.on_the_fly}
 
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "corruptions": list(options.corruptions),
@@ -203,13 +207,15 @@ class RobustnessSuite(TrainedSuite):
                                 num_test=len(bundle.test), clean_labels=clean_labels)
         key = digest(bundle.config, 10)
         root = cache_dir()
+        generate = partial(
+            generate_corrupted_set, arrays.images, arrays.labels, cell["corruptions"], cell["severities"],
+            seed=seed, dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
+            workers=max(1, ctx.workers), progress=ctx.progress, params=cell.get("corruption_params", "auto"),
+            engine=cell.get("corruption_engines") or "reference")
+        if ctx.corruption_on_the_fly:
+            return generate(on_the_fly=True, device=ctx.device)
         with file_lock(root / "corruptions" / f"{bundle.name}-{key}"):
-            return generate_corrupted_set(
-                arrays.images, arrays.labels, cell["corruptions"], cell["severities"], seed=seed,
-                cache_dir=root, dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
-                workers=max(1, ctx.workers), progress=ctx.progress,
-                params=cell.get("corruption_params", "auto"),
-                engine=cell.get("corruption_engines") or "reference")
+            return generate(cache_dir=root)
 
     def _imagenet_c(self, cell, ctx, bundle, model, base):
         logits, labels = predict_dataset(model, bundle.test, ctx.device, progress=ctx.progress, desc="clean")
