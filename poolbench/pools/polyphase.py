@@ -19,7 +19,8 @@ Both take ``max_first=true``: a 2x2 max at stride 1 over the periodic extension 
 APS replaces a max-pooling layer (max at stride 1, then the subsampling, as in MaxBlurPool);
 the default is the bare sampling layer of pools.md. In the quick-preset convnet the bare layer
 keeps one pixel in four and trains to about a third of max pooling's accuracy on `shapes`;
-with ``max_first=true`` it matches max pooling (reports/quick-default/README.md).
+with ``max_first=true`` it matches max pooling (reports/quick-default/report.md, the
+circular-padding shift table).
 
 Both are invertible: ``up(y, state)`` puts ``y`` back at the chosen phase with zeros elsewhere
 (LPS in training: each component weighted by its probability), optionally blurred.
