@@ -24,6 +24,7 @@ from tabulate import tabulate
 
 from . import api
 from .corrupt.engine import IMPLEMENTED
+from .errors import PoolbenchError, one_line
 from .metrics.uncertainty import CONFIDENCE, N_RESAMPLES, paired_bootstrap
 from .store import ResultStore
 from .suites.intervals import BOOTSTRAP_SEED, wrong_top1
@@ -79,7 +80,11 @@ def main(argv=None) -> int:
                     results=args.results,
                     corruptions=",".join(IMPLEMENTED), corruption_params=args.corruption_params,
                     reference=args.pool, progress=False)
-    sets = {engine: evaluate(engine, args.pool, **run_args) for engine in ENGINES}
+    try:
+        sets = {engine: evaluate(engine, args.pool, **run_args) for engine in ENGINES}
+    except PoolbenchError as exc:  # bad input: one line, as the CLI prints it
+        print(f"check_corrupt: {one_line(exc)}", file=sys.stderr)
+        return 2
     table = compare(sets["reference"], sets["torch"])
     shown = table.copy()
     shown["reference error"] = [f"{v:.1f} [{lo:.1f}, {hi:.1f}]" for v, lo, hi in

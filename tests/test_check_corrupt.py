@@ -38,6 +38,12 @@ def test_compare_refuses_different_images():
         check_corrupt.compare(_preds([0, 1], fog__1=[0, 1]), _preds([1, 0], fog__1=[0, 1]))
 
 
+def test_bad_input_is_one_line(tmp_path, capsys):
+    assert check_corrupt.main(["--pool", "nosuch", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("check_corrupt: unknown pool 'nosuch'") and "\n" not in err
+
+
 @pytest.mark.slow  # trains a small model and generates 18 x 5 corrupted sets with each engine
 def test_torch_sets_leave_a_trained_models_error_inside_the_reference_interval(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
