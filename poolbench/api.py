@@ -160,6 +160,7 @@ def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[
     training config (so in the checkpoint key and the cell hash) and, for official -C/-P sets,
     in the cell. Missing data fails here, before any stored cell is looked up."""
     prints: dict[str, str] = {}
+    # run settings hold flags too (corruption_on_the_fly); only the *_data ones name folders
     official = {f"{key}_fingerprint": folder_fingerprint(path, f"--{key.replace('_', '-')}")
                 for key, path in sorted(settings.items()) if key.endswith("_data") and path}
     out = []
