@@ -16,7 +16,8 @@ Usage::
     total, terms = poolbench.auxiliary_loss(model)  # lambda_u * c_u + lambda_p * c_p (training)
 
 Two implementations compute the same function: ``impl="reference"`` (the plain definition, 12
-convolutions and autograd) and ``impl="fast"`` (default; see ``lift_fast.py`` for the design).
+convolutions and autograd) and ``impl="fast"`` (default; see ``lift_fast.py`` for the design,
+and ``lift_native.py`` for its CPU kernel).
 Injected predictor/updater callables always run through the reference algorithm.
 """
 from __future__ import annotations
@@ -281,7 +282,12 @@ class LiftDownPool2d(_LiftPoolBase):
     band_names = BANDS_2D
     spatial_dims = 2
 
-    def down(self, x: Tensor) -> tuple[Tensor, LiftState]:
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(x, keep_state=False)[0]
+
+    def down(self, x: Tensor, keep_state: bool = True) -> tuple[Tensor, LiftState | None]:
+        """(y, state); ``keep_state=False`` (a plain forward): state None, and summed bands
+        need not be materialised."""
         self._check_input(x)
         size = tuple(x.shape[-2:])
         was_cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
@@ -291,6 +297,13 @@ class LiftDownPool2d(_LiftPoolBase):
         if self._fast(x):
             x = x.contiguous(memory_format=torch.channels_last if was_cl else
                              torch.contiguous_format)
+            if not keep_state and self.band_mode != "concat":
+                sel = sum(1 << BANDS_2D.index(b) for b in self.band_selection)
+                out = lift_fast.lift_sum(x, self.predictor, self.updater, loss,
+                                         loss2 is not None, sel, was_cl)
+                if out is not None:
+                    self._store_losses(out[1], out[2])
+                    return out[0], None
             bands_cl, c_u, c_p = lift_fast.lift_down(x, self.predictor, self.updater, loss,
                                                      loss2 is not None)
             bands = dict(zip(BANDS_2D, bands_cl))

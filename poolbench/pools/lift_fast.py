@@ -1,6 +1,11 @@
 """The fast path of LiftDownPool (``impl="fast"``): the same function as the reference
 (``lift.py``, ``impl="reference"``), computed with far fewer memory passes.
 
+On CPU in float32 with the default branch structure, ``lift_down`` and ``lift_sum`` hand the
+call to the native kernel (``lift_native.py``); the torch implementation below runs for
+everything else (CUDA, bf16 under autocast, grouped or biased branches, a missing compiler)
+and for the up-pooling.
+
 Design; every choice was measured on the CPU this was written on (1 thread, thread CPU time,
 ``python -m poolbench.bench_lift`` and the experiments summarised in the report):
 
@@ -54,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import lift_native
 from .lift_ops import _pad_index
 
 CL = torch.channels_last
@@ -675,6 +681,23 @@ def branch_params(branch) -> tuple:
 
 
 @_eager
+def lift_sum(x: Tensor, predictor, updater, loss: str | None, loss_vertical: bool, sel: int,
+             out_cl: bool):
+    """LiftDownPool-2D's output when it is the sum of the bands selected by the bits of ``sel``
+    (1 LL, 2 LH, 4 HL, 8 HH), without materialising the bands: (y, c_u, c_p), y in the
+    requested layout. The native kernel only: None where it does not apply (lift_down and
+    combine compute the same)."""
+    if not lift_native.usable(x, predictor, updater):
+        return None
+    params = (*branch_params(predictor), *branch_params(updater))
+    need = torch.is_grad_enabled() and (x.requires_grad or any(
+        p is not None and p.requires_grad for p in params))
+    (y,), c_u, c_p = lift_native.lift_down(x, predictor, updater, loss, loss_vertical, True,
+                                           params, need, sel)
+    return (y if out_cl else y.contiguous()), c_u, c_p
+
+
+@_eager
 def lift_down(x: Tensor, predictor, updater, loss: str | None, loss_vertical: bool = True,
               two_d: bool = True):
     """LiftDownPool-2D (``two_d``; x is (N, C, H, W)) or -1D (x is (N, C, 1, L)), NCHW or
@@ -682,6 +705,9 @@ def lift_down(x: Tensor, predictor, updater, loss: str | None, loss_vertical: bo
     params = (*branch_params(predictor), *branch_params(updater))
     need = torch.is_grad_enabled() and (x.requires_grad or any(
         p is not None and p.requires_grad for p in params))
+    if lift_native.usable(x, predictor, updater):
+        return lift_native.lift_down(x, predictor, updater, loss, loss_vertical, two_d, params,
+                                     need)
     with torch.no_grad():
         pb_p = prepare(predictor, -1.0, x.dtype, x.device, need)
         pb_u = prepare(updater, 1.0, x.dtype, x.device, need)

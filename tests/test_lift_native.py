@@ -1,0 +1,257 @@
+"""LiftPool's native CPU kernel (``poolbench/pools/lift_native.py`` + ``lift_kernel.c``) against
+the plain reference in float64 (the oracle): outputs, input and parameter gradients, auxiliary
+losses, for every option the kernel takes; determinism across runs and thread counts; what it
+refuses; the fallbacks (no compiler, a failed build, POOLBENCH_NATIVE=0) and the build cache."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from poolbench import auxiliary_loss, get_pool
+from poolbench.pools import lift_native
+from poolbench.pools.lift import LiftDownPool1d
+
+needs_kernel = pytest.mark.skipif(lift_native.library() is None,
+                                  reason=f"native kernel unavailable: {lift_native.why()}")
+
+
+class _Spy:
+    """Counts the kernel's entry points while forwarding to the real library."""
+
+    def __init__(self, lib):
+        self.lib, self.calls = lib, {"lift_forward": 0, "lift_backward": 0}
+
+    def __getattr__(self, name):
+        fn = getattr(self.lib, name)
+        if name not in self.calls:
+            return fn
+
+        def counted(*args):
+            self.calls[name] += 1
+            return fn(*args)
+        return counted
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    s = _Spy(lift_native.library())
+    monkeypatch.setitem(lift_native._state, "lib", s)
+    return s
+
+
+def _pools(channels, seed=0, **opts):
+    """(float64 reference, float32 fast) with the same random (not initial) weights."""
+    torch.manual_seed(seed)
+    ref = get_pool("lift", channels, impl="reference", **opts).double()
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5)
+    fast = get_pool("lift", channels, impl="fast", **opts)
+    fast.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    return ref, fast
+
+
+def _run(pool, x, g, train=True):
+    pool.train(train)
+    x = x.detach().requires_grad_()
+    y = pool(x)
+    total, terms = auxiliary_loss(pool)
+    params = list(pool.parameters())
+    grads = torch.autograd.grad((y * g).sum() + total, [x, *params], allow_unused=True)
+    return y, [torch.zeros_like(t) if d is None else d for t, d in zip([x, *params], grads)], terms
+
+
+def _assert_matches_reference(ref, fast, x, train=True):
+    """fast (float32, on the kernel) against ref (float64) on the same data."""
+    with torch.no_grad():
+        shape = ref.eval()(x.double()).shape
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    yr, gr, tr = _run(ref, x.double(), g, train)
+    yf, gf, tf = _run(fast, x, g.float(), train)
+    tol = dict(rtol=2e-4, atol=2e-5)
+    torch.testing.assert_close(yf.double(), yr, **tol, msg=lambda m: f"output: {m}")
+    for name, a, b in zip(["input"] + [n for n, _ in ref.named_parameters()], gr, gf):
+        torch.testing.assert_close(b.double(), a, **tol, msg=lambda m: f"grad {name}: {m}")
+    assert tf.keys() == tr.keys()
+    for k in tr:
+        assert tf[k] == pytest.approx(tr[k], rel=1e-4, abs=1e-6), k
+
+
+NATIVE_GRID = [
+    dict(),
+    dict(kernel_size=3),
+    dict(kernel_size=7, padding_mode="replicate"),
+    dict(kernel_size=2, padding_mode="circular"),
+    dict(kernel_size=4, padding_mode="zeros"),
+    dict(kernel_size=1),
+    dict(kernel_size=16),
+    dict(bands="LL"),
+    dict(bands="HL+HH"),
+    dict(bands="concat"),
+    dict(loss="l2"),
+    dict(loss_on="first"),
+    dict(odd="pad"),
+    dict(lambda_u=0.0, lambda_p=2.0),
+]
+
+
+def _ids(o):
+    return ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+
+
+@needs_kernel
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("opts", NATIVE_GRID, ids=_ids)
+def test_native_equals_reference_float64(spy, opts, layout):
+    ref, fast = _pools(32, **opts)
+    x = torch.randn(3, 32, 10, 14, generator=torch.Generator().manual_seed(3))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    _assert_matches_reference(ref, fast, x)
+    assert spy.calls["lift_forward"] >= 1 and spy.calls["lift_backward"] >= 1
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(2, 16, 2, 2), (5, 48, 7, 9), (1, 16, 4, 64), (17, 16, 6, 4)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_native_shapes_equal_reference(spy, shape):
+    """Tiny maps (one position per half: reflect onto itself), odd sizes (cropped), long lines,
+    more samples than threads."""
+    ref, fast = _pools(shape[1])
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    _assert_matches_reference(ref, fast, x)
+    assert spy.calls["lift_forward"] >= 1
+
+
+@needs_kernel
+def test_native_1d_equals_reference(spy):
+    torch.manual_seed(0)
+    ref = LiftDownPool1d(16, impl="reference").double()
+    fast = LiftDownPool1d(16, impl="fast")
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0, 0.5)
+    fast.load_state_dict({k: v.float() for k, v in ref.state_dict().items()})
+    _assert_matches_reference(ref, fast, torch.randn(4, 16, 30))
+    assert spy.calls["lift_backward"] >= 1
+
+
+@needs_kernel
+def test_native_inference_and_down_up_round_trip(spy):
+    ref, fast = _pools(16)
+    x = torch.randn(2, 16, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(fast.eval()(x).double(), ref.eval()(x.double()),
+                                   rtol=2e-4, atol=2e-5)
+        y, state = fast.down(x)            # the bands path (the state keeps them)
+        back = fast.up(y, state)
+    torch.testing.assert_close(back, x, rtol=1e-4, atol=1e-4)
+    assert spy.calls["lift_forward"] == 2 and spy.calls["lift_backward"] == 0
+
+
+@needs_kernel
+def test_native_results_are_deterministic_and_thread_count_free():
+    """A static partition of the samples: two runs agree to the bit; outputs and input
+    gradients do not depend on the thread count (each sample is computed the same way)."""
+    _, fast = _pools(32)
+    x = torch.randn(9, 32, 16, 16).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(9, 32, 8, 8)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (2, 2, 1):
+            torch.set_num_threads(threads)
+            results.append(_run(fast, x, g))
+    finally:
+        torch.set_num_threads(before)
+    (y2, g2, _), (y2b, g2b, _), (y1, g1, _) = results
+    assert torch.equal(y2, y2b) and all(torch.equal(a, b) for a, b in zip(g2, g2b))
+    assert torch.equal(y1, y2) and torch.equal(g1[0], g2[0])
+    for a, b in zip(g1[1:], g2[1:]):   # parameter sums: per-thread partial sums, then added
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_kernel
+def test_native_is_first_order_only():
+    _, fast = _pools(16)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    with pytest.raises(RuntimeError, match="first-order"):
+        torch.autograd.grad(fast.train()(x).square().sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("case", ["channels=24", "kernel_size=17", "g1=2", "bias", "float64",
+                                  "bf16 autocast", "empty batch"])
+def test_native_refuses_what_it_does_not_compute(case):
+    channels, opts, x = 32, {}, torch.randn(2, 32, 8, 8)
+    if case == "channels=24":
+        channels, x = 24, torch.randn(2, 24, 8, 8)
+    elif case == "kernel_size=17":
+        opts = dict(kernel_size=17)
+    elif case == "g1=2":
+        opts = dict(g1=2)
+    elif case == "bias":
+        opts = dict(bias=True)
+    elif case == "empty batch":
+        x = torch.randn(0, 32, 8, 8)
+    pool = get_pool("lift", channels, **opts)
+    if case == "float64":
+        pool, x = pool.double(), x.double()
+    if case == "bf16 autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not lift_native.usable(x, pool.predictor, pool.updater)
+        return
+    assert not lift_native.usable(x, pool.predictor, pool.updater)
+
+
+def _fresh_state(monkeypatch, tmp_path, **env):
+    monkeypatch.setattr(lift_native, "_state", {})
+    monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path, CC=str(tmp_path / "no-such-cc"))
+    with pytest.warns(RuntimeWarning, match="no C compiler.*install a C compiler"):
+        assert lift_native.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # once per process, not per call
+        ref, fast = _pools(32)
+        _assert_matches_reference(ref, fast, torch.randn(2, 32, 8, 8))   # the torch fast path
+    assert "no C compiler" in lift_native.why()
+
+
+def test_disabled_kernel_is_silent(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path, POOLBENCH_NATIVE="0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lift_native.library() is None
+        pool = get_pool("lift", 32)
+        assert not lift_native.usable(torch.randn(1, 32, 4, 4), pool.predictor, pool.updater)
+
+
+@needs_kernel
+def test_failed_build_falls_back_and_names_the_compiler_error(monkeypatch, tmp_path):
+    broken = tmp_path / "lift_kernel.c"
+    broken.write_text("int lift_forward(void) { return }\n")
+    _fresh_state(monkeypatch, tmp_path)
+    monkeypatch.setattr(lift_native, "SOURCE", broken)
+    with pytest.warns(RuntimeWarning, match="failed"):
+        assert lift_native.library() is None
+    assert not list((tmp_path / "kernels").glob("*.so"))      # no half-written library left
+
+
+@needs_kernel
+def test_build_is_cached_by_source_flags_and_compiler(monkeypatch, tmp_path):
+    monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path))
+    first = lift_native._build(["cc"], lift_native.FLAGS)
+    mtime = first.stat().st_mtime_ns
+    assert lift_native._build(["cc"], lift_native.FLAGS) == first
+    assert first.stat().st_mtime_ns == mtime                        # not rebuilt
+    other = lift_native._build(["cc"], lift_native.FLAGS + ("-DPOOLBENCH_TEST",))
+    assert other != first and other.exists()
+    built = sorted(p.name for p in (tmp_path / "kernels").iterdir())
+    assert built == sorted([first.name, other.name])
