@@ -12,6 +12,7 @@ import torch
 from poolbench import auxiliary_loss, get_pool
 from poolbench.pools import lift_native
 from poolbench.pools.lift import LiftDownPool1d
+from test_lift_fast import OPTION_GRID, _ids
 
 needs_kernel = pytest.mark.skipif(lift_native.library() is None,
                                   reason=f"native kernel unavailable: {lift_native.why()}")
@@ -80,26 +81,9 @@ def _assert_matches_reference(ref, fast, x, train=True):
         assert tf[k] == pytest.approx(tr[k], rel=1e-4, abs=1e-6), k
 
 
-NATIVE_GRID = [
-    dict(),
-    dict(kernel_size=3),
-    dict(kernel_size=7, padding_mode="replicate"),
-    dict(kernel_size=2, padding_mode="circular"),
-    dict(kernel_size=4, padding_mode="zeros"),
-    dict(kernel_size=1),
-    dict(kernel_size=16),
-    dict(bands="LL"),
-    dict(bands="HL+HH"),
-    dict(bands="concat"),
-    dict(loss="l2"),
-    dict(loss_on="first"),
-    dict(odd="pad"),
-    dict(lambda_u=0.0, lambda_p=2.0),
-]
-
-
-def _ids(o):
-    return ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+# the fast path's option grid, less what the kernel leaves to the torch path, plus its longest K
+NATIVE_GRID = [o for o in OPTION_GRID if not {"g1", "g2", "bias"} & o.keys()]
+NATIVE_GRID.append(dict(kernel_size=16))
 
 
 @needs_kernel
