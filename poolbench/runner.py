@@ -24,8 +24,8 @@ from .checkpoint import save_now
 from .engine import TrainSettings, using_settings
 from .errors import PoolbenchError, UsageError, one_line
 from .lifeline import exit_with_parent
-from .process import (barrier, default_threads, dist_info, file_lock, is_main_process, torch_threads,
-                      worker_devices)
+from .process import (barrier, default_threads, dist_info, file_lock, is_main_process, keep_freed_memory,
+                      torch_threads, worker_devices)
 from .store import Measured, ResultStore, config_hash, provenance
 from .suites import get_suite
 
@@ -99,6 +99,7 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], 
     worker) waits for the first and reads its rows instead of computing them again."""
     if _WORKER.get("device"):  # this worker's own GPU (--device cuda --workers N)
         ctx = replace(ctx, device=_WORKER["device"])
+    keep_freed_memory()
     with torch_threads(ctx.threads or _threads_here(1)), using_settings(ctx.train_settings()):
         return _execute_here(suite_name, cell, ctx)
 

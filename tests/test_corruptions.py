@@ -9,6 +9,7 @@ from PIL import Image
 from poolbench.data import cache as C
 from poolbench.data import corruptions as K
 from poolbench.errors import UsageError
+from poolbench.process import file_lock
 from poolbench.metrics import ALL_CORRUPTIONS
 
 
@@ -281,3 +282,16 @@ def test_cifar_params_do_not_saturate_at_32x32():
         assert change["cifar"] < 0.6 * change["imagenet"], (c, change)
     np.testing.assert_array_equal(K.corrupt_images(imgs, "fog", 2, seed=0),  # auto -> cifar
                                   K.corrupt_images(imgs, "fog", 2, seed=0, params="cifar"))
+
+
+def test_image_folder_name_with_colon_and_slashes_locks_beside_its_own_folder(tmp_path):
+    # regression: the generation lock of ``imagefolder:/work/tree`` was made from the raw name,
+    # so it created the folders ``corruptions/imagefolder:/work/`` beside the real set
+    name = "imagefolder:/work/tree-3fdaf89ef3"
+    folder = C.dataset_dir(tmp_path, "corruptions", name)
+    assert folder == tmp_path / "corruptions" / "imagefolder-work-tree-3fdaf89ef3"
+    entry = C.entry_path(tmp_path, "corruptions", name, "test-1000", "fog", "s1", 0, "abc")
+    assert folder in entry.parents
+    with file_lock(folder):
+        pass
+    assert sorted(p.name for p in (tmp_path / "corruptions").iterdir()) == ["imagefolder-work-tree-3fdaf89ef3.lock"]

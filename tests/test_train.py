@@ -458,3 +458,27 @@ def test_training_loader_settings(bundle):
     assert settings.check_every_for("cpu") == 1 and settings.check_every_for("cuda") == 50
     with pytest.raises(UsageError, match="checkpoint-minutes"):
         TrainSettings(checkpoint_minutes=-1)
+
+
+class _Recorder(nn.Module):
+    """A fixed per-image function that records the batch sizes it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.conv(x).mean((2, 3))
+
+
+@pytest.mark.parametrize("side, n, expected", [(224, 45, [20, 20, 5]), (32, 300, [256, 44])])
+def test_evaluation_batches_are_bounded_by_pixels_and_do_not_change_the_logits(side, n, expected):
+    torch.manual_seed(0)
+    model = _Recorder()
+    images = torch.randint(0, 256, (n, side, side, 3), dtype=torch.uint8)
+    logits = predict(model, images)
+    assert model.sizes == expected  # 2**20 pixels: 20 images at 224 px, 256 (the cap) at 32
+    one_by_one = torch.cat([predict(model, images[i:i + 1]) for i in range(0, n, 7)])
+    torch.testing.assert_close(logits[::7], one_by_one, rtol=1e-5, atol=1e-5)

@@ -195,9 +195,15 @@ def choose_engine(name: str, engine: str, tested, implemented, what: str) -> str
     return engine
 
 
+def dataset_dir(cache_dir: Path, kind: str, dataset: str) -> Path:
+    """The folder of one dataset's generated sets of ``kind`` (corruptions, perturbations); its
+    lock is this path + ``.lock``."""
+    return Path(cache_dir) / kind / safe_component(dataset)
+
+
 def entry_path(cache_dir: Path, kind: str, dataset: str, subset: str, name: str, level: str,
                seed: int, key_digest: str) -> Path:
-    return (Path(cache_dir) / kind / safe_component(dataset) / safe_component(subset)
+    return (dataset_dir(cache_dir, kind, dataset) / safe_component(subset)
             / safe_component(name) / f"{level}-seed{seed}-{key_digest}.npy")
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
+from ..data.cache import dataset_dir
 from ..data.perturbations import ENGINES, SCHEDULES, engine_for, generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
 from ..ranges import bounded
@@ -159,7 +160,7 @@ class PerturbationSuite(TrainedSuite):
             return load_cifar_p(ctx.perturbation_data, cell["perturbations"])
         key = digest(bundle.config, 10)
         root = cache_dir()
-        with file_lock(root / "perturbations" / f"{bundle.name}-{key}"):
+        with file_lock(dataset_dir(root, "perturbations", f"{bundle.name}-{key}")):
             return generate_perturbed_set(
                 arrays.images, arrays.labels, cell["perturbations"], seed=seed, cache_dir=root,
                 dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",

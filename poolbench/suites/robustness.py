@@ -20,6 +20,7 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
+from ..data.cache import dataset_dir
 from ..data.corruptions import (
     ENGINES, PARAM_SETS, engine_for, generate_corrupted_set, load_cifar_c, load_imagenet_c,
     resolve_params,
@@ -214,7 +215,7 @@ class RobustnessSuite(TrainedSuite):
             engine=cell.get("corruption_engines") or "reference")
         if ctx.corruption_on_the_fly:
             return generate(on_the_fly=True, device=ctx.device)
-        with file_lock(root / "corruptions" / f"{bundle.name}-{key}"):
+        with file_lock(dataset_dir(root, "corruptions", f"{bundle.name}-{key}")):
             return generate(cache_dir=root)
 
     def _imagenet_c(self, cell, ctx, bundle, model, base):
