@@ -20,7 +20,7 @@ from . import blur, digital, noise, weather
 from .params import check_params, constants, resolve_params
 from .rng import image_keys
 
-REVISION = 1  # bump when a change in this package changes the bytes
+REVISION = 2  # bump when a change in this package changes the bytes
 
 FUNCTIONS: dict[str, Callable] = {
     "gaussian_noise": noise.gaussian_noise, "shot_noise": noise.shot_noise,
@@ -80,7 +80,10 @@ def corrupt(images: torch.Tensor, corruption: str, severity: int, seed: int = 0,
     ctx = Context(keys=image_keys(seed, corruption, severity, idx, images.device),
                   params=check_params(params), severity=int(severity), h=h, w=w, dtype=dtype,
                   draws=dict(draws or {}))
-    out = FUNCTIONS[corruption](images.to(dtype), constants(params, corruption, severity), ctx)
+    # contiguous planes: the filters run along rows and columns (an NHWC view made the
+    # separable blurs 5-8x slower at 224 px)
+    x = images.to(dtype, memory_format=torch.contiguous_format)
+    out = FUNCTIONS[corruption](x, constants(params, corruption, severity), ctx)
     # np.uint8 after clipping truncates; a tiny negative rounding error must not wrap
     return torch.floor(torch.nan_to_num(out).clamp(0, 255)).to(torch.uint8)
 

@@ -97,37 +97,25 @@ def filter2d(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out[..., kh - 1:kh - 1 + h, kw - 1:kw - 1 + w].to(x.dtype)
 
 
-def _zoom_axis(n_in: int, factor: float, n_keep: int, trim: str, device):
-    """Indices and weights of scipy's order-1 zoom of the central ceil(n/factor) crop of an
-    axis of length n_in, keeping ``n_keep`` outputs from the centre or the top-left."""
-    ch = int(math.ceil(n_in / float(factor)))
-    top = (n_in - ch) // 2
-    n_out = int(round(ch * factor))
-    j = torch.arange(n_out, dtype=torch.float64, device=device)
-    pos = j * ((ch - 1) / (n_out - 1)) if n_out > 1 else j * 0
-    i0 = pos.floor().clamp(0, ch - 1)
-    frac = pos - i0
-    i0 = i0.to(torch.int64)
-    i1 = (i0 + 1).clamp(max=ch - 1)
-    start = (n_out - n_keep) // 2 if trim == "center" else 0
-    sel = slice(start, start + n_keep)
-    return i0[sel] + top, i1[sel] + top, frac[sel]
-
-
 def zoom_size(n_in: int, factor: float) -> int:
     return int(round(int(math.ceil(n_in / float(factor))) * factor))
 
 
 def clipped_zoom(x: torch.Tensor, factor: float, trim: str, keep: tuple[int, int] | None = None):
-    """``reference.clipped_zoom`` on (N, C, H, W): ``keep`` output rows and columns (default
-    H x W; the top-left variant may keep the whole zoomed image)."""
+    """``reference.clipped_zoom`` on (N, C, H, W): scipy's order-1 zoom of the central
+    ceil(n / factor) crop (output j samples input j (ch - 1) / (n_out - 1): bilinear with
+    aligned corners), keeping ``keep`` output rows and columns (default H x W) from the centre
+    or the top-left. torch's vectorised bilinear kernel is 2-4x faster than gathering rows and
+    columns, and differs from scipy by under 2e-5 of the range."""
     h, w = x.shape[-2:]
     kh, kw = keep or (h, w)
-    i0, i1, fy = _zoom_axis(h, factor, kh, trim, x.device)
-    y = x.index_select(-2, i0) * (1 - fy).to(x.dtype)[:, None] + \
-        x.index_select(-2, i1) * fy.to(x.dtype)[:, None]
-    j0, j1, fx = _zoom_axis(w, factor, kw, trim, x.device)
-    return y.index_select(-1, j0) * (1 - fx).to(x.dtype) + y.index_select(-1, j1) * fx.to(x.dtype)
+    ch, cw = int(math.ceil(h / float(factor))), int(math.ceil(w / float(factor)))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    nh, nw = zoom_size(h, factor), zoom_size(w, factor)
+    z = F.interpolate(x[..., top:top + ch, left:left + cw], size=(nh, nw), mode="bilinear",
+                      align_corners=True)
+    sh, sw = ((nh - kh) // 2, (nw - kw) // 2) if trim == "center" else (0, 0)
+    return z[..., sh:sh + kh, sw:sw + kw]
 
 
 def motion_blur(x: torch.Tensor, radius: int, sigma: float, angle: torch.Tensor) -> torch.Tensor:

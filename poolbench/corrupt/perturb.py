@@ -55,7 +55,7 @@ from ..errors import UsageError
 from . import ops, rng
 from .weather import _gray
 
-REVISION = 1  # bump when a change here changes the bytes
+REVISION = 2  # bump when a change here changes the bytes
 
 IMPLEMENTED = ("gaussian_noise", "shot_noise", "speckle_noise", "brightness", "translate",
                "rotate", "tilt", "scale", "zoom_blur", "motion_blur", "gaussian_blur", "shear",
@@ -291,7 +291,8 @@ def perturb(images: torch.Tensor, perturbation: str, seed: int = 0, schedule: st
     if len(idx) != n:
         raise UsageError(f"{len(idx)} indices for {n} images; pass one index per image")
     q, params = _PARAMS[schedule][p], frame_parameters(p, schedule)
-    x = images.to(torch.float64 if p in _FLOAT64 else torch.float32)
+    x = images.to(torch.float64 if p in _FLOAT64 else torch.float32,
+                  memory_format=torch.contiguous_format)  # planes: see engine.corrupt
     if p in _NOISES or p == "snow":
         keys = rng.image_keys(seed, p, _SCHEDULE_LEVEL[schedule], idx, images.device)
         return _noise(images, x, p, q, keys) if p in _NOISES else _snow(x, q, params, keys)
