@@ -28,6 +28,7 @@ from .corrupt import engine as E
 from .corrupt.params import resolve_params
 from .data.corruptions import _corrupt_chunk
 from .metrics import ALL_CORRUPTIONS
+from .process import keep_freed_memory
 
 
 def photos(size: int, n: int) -> np.ndarray:
@@ -90,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    keep_freed_memory()  # as every cell does (runner): both engines get the same allocator
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     all_rows = []
