@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from . import __version__, api
 from .config import TrainConfig, env_default, load_preset
-from .errors import PoolbenchError
+from .errors import PoolbenchError, one_line_warnings
 from .models import PADDINGS, model_spec
 from .pool_table import pool_rows
 from .process import is_main_process
@@ -310,7 +310,8 @@ def report_cmd(results, out, title, reference, no_illustrations):
 def main(argv=None) -> int:
     """Entry point: user errors become one line on stderr (exit 2 usage, 1 failure)."""
     try:
-        rc = cli.main(args=argv, prog_name="poolbench", standalone_mode=False)
+        with one_line_warnings():
+            rc = cli.main(args=argv, prog_name="poolbench", standalone_mode=False)
         if isinstance(rc, int):  # click returns (not raises) Exit codes without standalone mode
             return rc
     except click.exceptions.Exit as exc:

@@ -1,4 +1,10 @@
-"""Errors a user can cause. The CLI prints them as one line; exit code 2 for usage errors."""
+"""Errors a user can cause. The CLI prints them as one line; exit code 2 for usage errors.
+Warnings, too, are one line each under ``one_line_warnings``."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
 
 
 class PoolbenchError(Exception):
@@ -39,3 +45,23 @@ def one_line(exc: BaseException, with_type: bool = False) -> str:
     if with_type and lines:
         text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _show_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())
+    print(f"poolbench: warning: {text} ({category.__name__})", file=file or sys.stderr)
+
+
+def install_one_line_warnings() -> None:
+    """Every Python warning of this process as one line on stderr, ``poolbench: warning:
+    <message> (<Category>)``, instead of Python's two (the message, then the source line that
+    raised it, which tells a user nothing)."""
+    warnings.showwarning = _show_one_line
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """``install_one_line_warnings`` for the block; the previous handler is restored after."""
+    with warnings.catch_warnings():
+        install_one_line_warnings()
+        yield

@@ -22,7 +22,7 @@ from . import registry
 from .atomic import remove_stale_temps
 from .checkpoint import save_now
 from .engine import TrainSettings, using_settings
-from .errors import PoolbenchError, UsageError, one_line
+from .errors import PoolbenchError, UsageError, install_one_line_warnings, one_line
 from .lifeline import exit_with_parent
 from .process import (barrier, default_threads, dist_info, file_lock, is_main_process, keep_freed_memory,
                       torch_threads, worker_devices)
@@ -242,6 +242,7 @@ def worker_pool(workers: int, devices: list[str]) -> cf.ProcessPoolExecutor:
 
 def _init_worker(run_pid: int, devices) -> None:
     exit_with_parent(run_pid)
+    install_one_line_warnings()
     device = devices.get()
     _WORKER["device"] = device
     if device.startswith("cuda:") and torch.cuda.is_available():

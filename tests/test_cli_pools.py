@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from importlib.metadata import entry_points
 
 import pytest
@@ -44,6 +45,19 @@ def test_pools_table_and_broken_plugin(cli, tmp_path):
     line = next(l for l in out.splitlines() if "broken_cli_plugin" in l and "needs a missing library" in l)
     assert "ImportError" in line
     assert "| max " in out
+
+
+def test_a_warning_is_one_line_on_stderr(cli, tmp_path):
+    # regression: the native kernel's fallback warning printed as Python prints warnings, the
+    # message and then the source line that raised it
+    noisy = tmp_path / "noisy_cli_plugin.py"
+    noisy.write_text("import warnings\nwarnings.warn('kernel unavailable (no compiler):\\n"
+                     "  the torch path runs', RuntimeWarning)\n")
+    code, out, err = cli("pools", "max", "--plugin", str(noisy))
+    assert code == 0, err
+    assert err == "poolbench: warning: kernel unavailable (no compiler): the torch path runs (RuntimeWarning)\n"
+    assert "warnings.warn" not in err
+    assert warnings.showwarning.__module__ == "warnings"  # restored after the command
 
 
 @pytest.mark.slow  # a subprocess
