@@ -372,3 +372,18 @@ def test_efficiency_tables_per_input_ratio_matrices_and_model_level_latency(tmp_
                                             frame[frame["suite"] == "accuracy"])
     assert metric == "latency_fwd"
     assert points == {"avg": (12.0, 88.0), "lift": (9.0, 92.0), "max": (10.0, 90.0)}
+
+
+def test_three_seeds_give_the_seed_interval_of_each_difference(tmp_path):
+    # lift - max top-1 error per seed: 1, 3, 2 -> Δ 2.00, 95% t interval 2 -+ 4.3027/sqrt(3)
+    store = ResultStore(tmp_path / "r")
+    for pool, errors in {"max": (9.0, 9.0, 12.0), "lift": (10.0, 12.0, 14.0)}.items():
+        for seed, err in enumerate(errors):
+            _write(store, "accuracy", pool, [{"metric": "top1_error", "value": err, "unit": "%",
+                                              "n": 100, "seed": seed}], tag=str(seed))
+    md = build_report(str(tmp_path / "r"), str(tmp_path / "out"), title="seeds").read_text()
+    sure = section(md, "Clean accuracy").split("How sure")[1]
+    header = cells(next(l for l in sure.splitlines() if l.startswith("| pool")))
+    lift = dict(zip(header, cells(row_of(sure, "lift"))))
+    assert lift["Δ top-1 err % seeds"] == "[-0.48, 4.48]" and lift["top-1 err % seeds"] != ""
+    assert "Student-t interval of the per-seed differences" in md  # the forest plot's caption

@@ -71,3 +71,19 @@ def test_table_gets_intervals_deltas_ranks_and_a_compact_text():
     assert list(text.columns) == ["err", "Δ err", "err rank"]  # one seed: no seed column
     assert text.loc["lift", "Δ err"].startswith("-20.00 [") and text.loc["lift", "Δ err"].endswith("*")
     assert text.loc["max", "Δ err"] == "" and text.loc["lift", "err rank"].startswith("1 [1, ")
+
+
+def test_difference_gets_the_student_t_interval_of_the_per_seed_differences():
+    # lift - max per seed: 1, 3, 2 -> mean 2, sd 1, t(0.975, 2) = 4.3027: 2 -+ 4.3027 / sqrt(3)
+    table = pd.DataFrame({"err": [12.0, 10.0, 11.0]}, index=pd.Index(["lift", "max", "avg"], name="pool"))
+    per_seed = {"lift": {0: 10.0, 1: 12.0, 2: 14.0}, "max": {0: 9.0, 1: 9.0, 2: 12.0},
+                "avg": {0: 11.0, 5: 11.0}}  # avg shares one seed with max: no interval
+    out = add_intervals(table, "err", per_seed, None, {}, "max")
+    half = 4.302652729911275 / np.sqrt(3)
+    assert out.loc["lift", "Δ err"] == pytest.approx(2.0)
+    assert out.loc["lift", "Δ err seeds lo"] == pytest.approx(2 - half)
+    assert out.loc["lift", "Δ err seeds hi"] == pytest.approx(2 + half)
+    assert np.isnan(out.loc["avg", "Δ err seeds lo"]) and np.isnan(out.loc["max", "Δ err seeds lo"])
+    text = compact(out)
+    assert text.loc["lift", "Δ err seeds"] == f"[{2 - half:.2f}, {2 + half:.2f}]" == "[-0.48, 4.48]"
+    assert text.loc["avg", "Δ err seeds"] == "" and text.loc["max", "Δ err seeds"] == ""

@@ -44,12 +44,15 @@ def certainty(doc: Document, ctx, table: pd.DataFrame, name: str, reference: str
     shown.index = [mark_reference(p, reference) for p in shown.index]
     doc.para("How sure (95% intervals):")
     doc.table(to_markdown(shown, how=None), METHOD_NOTE + ".")
-    deltas = [h for h in heads if f"Δ {h} lo" in table.columns and table[f"Δ {h}"].notna().any()]
+    deltas = [h for h in heads if (f"Δ {h} lo" in table.columns or f"Δ {h} seeds lo" in table.columns)
+              and table[f"Δ {h}"].notna().any()]
     if deltas and reference is not None:
         ctx.figure(doc, f"forest-{name}", lambda p: forest(table, deltas, ctx.styles, p, reference,
                                                            title=f"Difference to {reference}{title}"),
-                   "forest plot", f"Each pool minus the reference {reference}, with its 95% paired-bootstrap "
-                   "interval; an interval that misses 0 (dotted) is a difference beyond evaluation noise.")
+                   "forest plot", f"Each pool minus the reference {reference}: the thick bar is its 95% "
+                   "paired-bootstrap interval (evaluation noise; one that misses 0, dotted, is a difference "
+                   "beyond it), the thin line with end ticks, where 2 or more seeds were run, the 95% "
+                   "Student-t interval of the per-seed differences (training noise).")
     ranked = [h for h in heads if f"{h} rank lo" in table.columns and table[f"{h} rank"].notna().any()]
     if ranked:
         ctx.figure(doc, f"ranks-{name}", lambda p: rank_plot(table, ranked, ctx.styles, p,
@@ -71,17 +74,26 @@ def rank_plot(table: pd.DataFrame, metrics: list[str], styles: dict, path, *, ti
 
 
 def _intervals_plot(table, pools, columns: dict, styles: dict, path, *, title: str, zero: bool):
+    def at(pool, name):
+        return float(table.at[pool, name]) if name in table.columns else np.nan
+
     with plots.plot_style():
         fig = plots.new_figure(3.2 * len(columns) + 1.2, 0.45 * len(pools) + 1.4)
         axes = fig.subplots(1, len(columns), squeeze=False)[0]
         for ax, (metric, col) in zip(axes, columns.items()):
             for y, pool in enumerate(pools):
-                v, lo, hi = (table.at[pool, f"{col}{s}"] for s in ("", " lo", " hi"))
+                v, lo, hi, slo, shi = (at(pool, f"{col}{s}") for s in ("", " lo", " hi", " seeds lo", " seeds hi"))
                 if np.isnan(v):
                     continue
                 style = styles.get(str(pool), {})
+                if np.isfinite(slo + shi):  # training noise: a thin line under the evaluation bar
+                    ax.plot([slo, shi], [y, y], color=style.get("color"), alpha=0.45, linewidth=1,
+                            solid_capstyle="butt")
+                    ax.plot([slo, shi], [y, y], linestyle="none", marker="|", markersize=9,
+                            color=style.get("color"), alpha=0.45)
                 ax.errorbar([v], [y], xerr=[[v - lo], [hi - v]] if np.isfinite(lo + hi) else None,
-                            fmt=style.get("marker", "o"), color=style.get("color"), capsize=3)
+                            fmt=style.get("marker", "o"), color=style.get("color"), capsize=3,
+                            elinewidth=3)
             ax.set_yticks(range(len(pools)), [str(p) for p in pools])
             if zero:
                 ax.axvline(0.0, color="0.4", linestyle=":", linewidth=1)

@@ -7,7 +7,9 @@ Every headline metric ``M`` of a table gets, beside its mean over seeds:
   the per-image predictions the cells stored;
 - ``M seeds lo`` / ``M seeds hi``: the 95% Student-t interval over training seeds (2+ seeds);
 - ``Δ M`` with ``Δ M lo`` / ``Δ M hi`` against the reference pool, and ``Δ M sig`` = ``*``
-  where that interval excludes zero;
+  where that interval excludes zero; ``Δ M seeds lo`` / ``Δ M seeds hi``: the Student-t interval
+  of the per-seed differences (pool at seed s minus the reference at seed s), the training
+  noise of the difference (2+ shared seeds);
 - ``M rank`` with ``M rank lo`` / ``M rank hi``: the rank among the table's pools (1 = best)
   and its interval over the same resamples.
 
@@ -30,7 +32,8 @@ BOOTSTRAP_SEED = 0   # the resamples are part of the protocol: the same on every
 METHOD_NOTE = (f"intervals: {int(CONFIDENCE * 100)}% paired bootstrap over test images "
                f"({N_RESAMPLES} resamples, {METHOD} method, scipy.stats.bootstrap, seed {BOOTSTRAP_SEED}; "
                "the same images for every pool and its reference) in [lo, hi]; 'seeds' = Student-t "
-               "interval over training seeds; Δ = pool - reference, * where its interval excludes 0; "
+               "interval over training seeds (for Δ: of the per-seed differences); Δ = pool - reference, * where its "
+               "evaluation interval excludes 0; "
                "rank 1 = best, with its bootstrap interval")
 ONE_SEED_NOTE = ("one training seed: the intervals cover evaluation noise only, not training noise; "
                  "run with --seeds 0,1,2 (or --seeds 3) to measure it")
@@ -74,6 +77,17 @@ def add_intervals(table: pd.DataFrame, column: str, per_seed: Mapping[str, Mappi
         est = seed_interval(list(per_seed[pool].values()))
         table.loc[pool, f"{column} seeds lo"] = est.low
         table.loc[pool, f"{column} seeds hi"] = est.high
+    if deltas and reference in per_seed:
+        ref = per_seed[reference]
+        for pool in pools:
+            shared = [s for s in per_seed[pool] if s in ref]
+            if pool == reference or len(shared) < 2:
+                continue
+            est = seed_interval([per_seed[pool][s] - ref[s] for s in shared])
+            if f"Δ {column}" not in table.columns or pd.isna(table.loc[pool, f"Δ {column}"]):
+                table.loc[pool, f"Δ {column}"] = est.value
+            table.loc[pool, f"Δ {column} seeds lo"] = est.low
+            table.loc[pool, f"Δ {column} seeds hi"] = est.high
     if boot is None or not values:
         return table
     n = {len(v) for v in values.values()}
@@ -164,6 +178,11 @@ def compact(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
             texts.append(text)
         return texts
 
+    def add_seeds(col):
+        if f"{col} seeds lo" in table.columns and table[f"{col} seeds lo"].notna().any():
+            out[f"{col} seeds"] = [f"[{fmt(r[f'{col} seeds lo'])}, {fmt(r[f'{col} seeds hi'])}]"
+                                   if fmt(r[f"{col} seeds lo"]) else "" for _, r in table.iterrows()]
+
     derived = {c for c in table.columns
                if any(c.endswith(s) and c[: -len(s)] in table.columns for s in _SUFFIXES)
                or (c.startswith("Δ ") and c[2:] in table.columns) or c.endswith(" rank")}
@@ -172,11 +191,10 @@ def compact(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
             continue
         numeric = pd.api.types.is_float_dtype(table[col]) and f"{col} lo" in table.columns
         out[col] = with_span(col) if numeric else table[col]
-        if f"{col} seeds lo" in table.columns and table[f"{col} seeds lo"].notna().any():
-            out[f"{col} seeds"] = [f"[{fmt(r[f'{col} seeds lo'])}, {fmt(r[f'{col} seeds hi'])}]"
-                                   if fmt(r[f"{col} seeds lo"]) else "" for _, r in table.iterrows()]
+        add_seeds(col)
         if f"Δ {col}" in table.columns:
             out[f"Δ {col}"] = with_span(f"Δ {col}", mark=True)
+            add_seeds(f"Δ {col}")
         if f"{col} rank" in table.columns:
             out[f"{col} rank"] = with_span(f"{col} rank", d=0)
     return out
