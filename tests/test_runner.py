@@ -376,9 +376,12 @@ _FAULTS = textwrap.dedent("""
         x.fill_(1)
     for _ in range(3):  # steady state: the heap holds the freed blocks after a few batches
         batch()
-    before = faults()
-    batch()
-    print(applied, faults() - before)
+    counts = []
+    for _ in range(9):
+        before = faults()
+        batch()
+        counts.append(faults() - before)
+    print(applied, sorted(counts)[4])  # the median batch: a rare regrowth of the heap is no signal
 """)
 
 
@@ -393,5 +396,5 @@ def test_freed_batch_memory_is_reused_not_faulted_in_again(env, applied):
     out = subprocess.run([sys.executable, "-c", _FAULTS], env={**clean, **env}, text=True,
                          capture_output=True, check=True).stdout.split()
     assert out[0] == str(applied)
-    faults = int(out[1])
-    assert (faults < 100) if applied else (faults > 1000), faults
+    median_faults = int(out[1])
+    assert (median_faults < 100) if applied else (median_faults > 1000), median_faults
