@@ -24,6 +24,7 @@ from .checkpoint import save_now
 from .engine import TrainSettings, using_settings
 from .errors import PoolbenchError, UsageError, install_one_line_warnings, one_line
 from .lifeline import exit_with_parent
+from .pools.lift_fast import RAN, implementations_since
 from .process import (barrier, default_threads, dist_info, file_lock, is_main_process, keep_freed_memory,
                       torch_threads, worker_devices)
 from .store import Measured, ResultStore, config_hash, provenance
@@ -133,6 +134,7 @@ def _finished(store: ResultStore, suite_name: str, chash: str) -> list[dict] | N
 
 def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measured:
     suite = get_suite(suite_name)
+    ran = RAN.copy()
     try:
         out = suite.run_cell(cell, ctx)
     except UsageError:
@@ -148,6 +150,8 @@ def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measur
         "suite": suite_name, "config_hash": chash, "device": ctx.device,
         "threads": torch.get_num_threads(), "world_size": dist_info()[1], **prints, **provenance(),
     }
+    if implementations_since(ran):  # LiftDownPool ran measuring this cell: which code computed it
+        base["lift_impl"] = implementations_since(ran)
     return Measured([{**base, **row} for row in rows], arrays)
 
 

@@ -39,6 +39,7 @@ from .evaluate import predict_dataset
 from .metrics import topk_error
 from .models import create_model
 from .pools.base import no_weight_decay_parameters
+from .pools.lift_fast import RAN, implementations_since
 from .process import barrier, dist_info, file_lock, memory_format_for, seed_everything
 from .store import config_hash
 
@@ -178,6 +179,7 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
 
 
 def _train(cfg, bundle, device, progress, workers, task, settings, resume, state, rank, world):
+    ran = RAN.copy()
     seed_everything(cfg.seed)
     model = task.build(cfg, bundle).to(device)
     fmt = memory_format_for(device)
@@ -313,6 +315,7 @@ def _train(cfg, bundle, device, progress, workers, task, settings, resume, state
         "history": history,
         "resumed_from": resumed_from,
         "resume_checkpoints_written": saver.writes,
+        "lift_impl": implementations_since(ran),
     }
     return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
 

@@ -316,7 +316,7 @@ class Trial:
                 for p in base.rglob(".*") if p.is_file() and (p.name.endswith(".tmp") or "poolbench-images" in p.name)
                 and (base != Path(os.environ.get("TMPDIR", "/tmp")) or self.marker in p.name)]
 
-    def orphans(self, wait_s: float = 10.0) -> list[int]:
+    def orphans(self, wait_s: float = 30.0) -> list[int]:
         deadline = time.time() + wait_s
         while _marked(self.marker) and time.time() < deadline:
             time.sleep(0.2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from poolbench import auxiliary_loss, get_pool
-from poolbench.pools import lift_native
+from poolbench.pools import lift_fast, lift_native
 from poolbench.pools.lift import LiftDownPool1d
 from test_lift_fast import OPTION_GRID, _ids
 
@@ -239,3 +239,27 @@ def test_build_is_cached_by_source_flags_and_compiler(monkeypatch, tmp_path):
     assert other != first and other.exists()
     built = sorted(p.name for p in (tmp_path / "kernels").iterdir())
     assert built == sorted([first.name, other.name])
+
+
+def _implementations(pool, x) -> str:
+    mark = lift_fast.RAN.copy()
+    pool(x)
+    return lift_fast.implementations_since(mark)
+
+
+@needs_kernel
+def test_each_call_counts_the_implementation_that_computed_it():
+    x = torch.randn(2, 32, 8, 8)
+    assert _implementations(get_pool("lift", 32), x) == "native"
+    assert _implementations(get_pool("lift", 32, impl="reference"), x) == "reference"
+    assert _implementations(get_pool("lift", 3), torch.randn(2, 3, 8, 8)) == "torch"  # 3 % 16 != 0
+    assert _implementations(get_pool("lift", 32).double(), x.double()) == "torch"
+    mark = lift_fast.RAN.copy()
+    get_pool("lift", 32)(x), get_pool("lift", 32, impl="reference")(x)
+    assert lift_fast.implementations_since(mark) == "native+reference"
+    assert _implementations(get_pool("max", 32), x) == ""
+
+
+def test_disabled_kernel_is_counted_as_the_torch_path(monkeypatch, tmp_path):
+    _fresh_state(monkeypatch, tmp_path, POOLBENCH_NATIVE="0")
+    assert _implementations(get_pool("lift", 32), torch.randn(2, 32, 8, 8)) == "torch"

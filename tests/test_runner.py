@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from poolbench import registry, runner, train
+from poolbench.pools import lift_native
 from poolbench.config import TrainConfig, train_config
 from poolbench.errors import UsageError
 from poolbench.runner import RunContext, cell_hash, run_cells
@@ -137,6 +138,19 @@ def test_rows_carry_provenance(tmp_path):
     assert row["world_size"] == 1 and row["device"] == "cpu" and row["torch_version"]
     stored = json.loads(ResultStore(tmp_path).path("accuracy", row["config_hash"]).read_text())
     assert stored["cell"]["train"]["pool"] == "max" and stored["rows"] == report.rows
+    assert "lift_impl" not in row  # LiftDownPool did not run
+
+
+@pytest.mark.slow  # trains
+def test_lift_rows_name_the_implementation_that_computed_them(tmp_path):
+    ctx = RunContext(results=str(tmp_path), progress=False)
+    expected = "native" if lift_native.library() is not None else "torch"
+    rows = run_cells("accuracy", cells_for(["lift"]), ctx, log=quiet).rows
+    assert {r["lift_impl"] for r in rows} == {expected}
+    assert {r.get("train_lift_impl") for r in rows if r["metric"] == "train_time"} == {expected}
+    again = run_cells("accuracy", cells_for(["lift:impl=reference"], options=None),
+                      RunContext(results=str(tmp_path / "ref"), progress=False), log=quiet).rows
+    assert {r["lift_impl"] for r in again} == {"reference"}
 
 
 @pytest.mark.slow  # trains

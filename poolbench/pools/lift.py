@@ -84,6 +84,12 @@ class LiftState:
     odd: str
 
 
+def _ran_reference() -> None:
+    # counted outside compiled graphs only: dynamo would trace the Python counter
+    if not torch.compiler.is_compiling():
+        lift_fast.RAN["reference"] += 1
+
+
 class _LiftPoolBase(InvertiblePool):
     """Options and shared machinery of the 1-D and 2-D LiftDownPool."""
 
@@ -310,6 +316,7 @@ class LiftDownPool2d(_LiftPoolBase):
             y = lift_fast.combine([bands[b] for b in self._selected_names()],
                                   self.band_mode == "concat", was_cl)
         else:
+            _ran_reference()
             s, d, xo = self._lift(x, -1)
             ll, lh, so = self._lift(s, -2)
             hl, hh, do = self._lift(d, -2)
@@ -363,6 +370,7 @@ class LiftDownPool1d(_LiftPoolBase):
                                   self.band_mode == "concat", False).squeeze(2)
             s, d = s.squeeze(2), d.squeeze(2)
         else:
+            _ran_reference()
             s, d, xo = self._lift(x.unsqueeze(2), -1)
             s, d, xo = s.squeeze(2), d.squeeze(2), xo.squeeze(2)
             c_u = c_p = None

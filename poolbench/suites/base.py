@@ -190,6 +190,8 @@ def training_rows(base: dict, result) -> list[dict]:
     """What a trained model cost: learnable parameters, training time and throughput, and the
     final value of every auxiliary loss term (``train.TrainResult``)."""
     info = result.info
+    if info.get("lift_impl"):  # the training may have run in another process, from the cache
+        base = {**base, "train_lift_impl": info["lift_impl"]}
     rows = [
         make_row(base, "params", count_parameters(result.model)[0], "count"),
         make_row(base, "train_time", info.get("train_time_s"), "s"),
@@ -250,7 +252,7 @@ DEFAULT_REFERENCE = "max"
 # columns that say how or when a value was measured, not which measurement it is
 _NOT_IDENTITY = frozenset({"value", "unit", "n", "time", "error", "config_hash", "reference", "device",
                            "threads", "world_size", "host", "torch_version", "poolbench_version",
-                           "git_commit"})
+                           "git_commit", "lift_impl", "train_lift_impl"})
 
 
 def with_reference(frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
