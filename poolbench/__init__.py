@@ -1,5 +1,5 @@
 """poolbench: a reproducible benchmark suite for pooling layers in ConvNets, built around LiftPool."""
-__version__ = "0.1.0"
+from .version import __version__
 
 from .api import RunResult, run
 from .auxiliary import auxiliary_loss

@@ -19,7 +19,7 @@ from .atomic import append_line
 from .config import env_default, load_preset, seeds_of, train_config
 from .data import dataset_fingerprint
 from .data.fingerprint import folder_fingerprint
-from .engine import check_amp, default_amp
+from .training.runtime import check_amp, default_amp
 from .errors import UsageError
 from .ranges import check_value
 from .process import init_distributed, is_main_process, resolve_device

@@ -8,7 +8,8 @@ import sys
 import click
 from tabulate import tabulate
 
-from . import __version__, api
+from . import api
+from .version import __version__
 from .config import TrainConfig, env_default, load_preset
 from .errors import PoolbenchError, one_line_warnings
 from .models import PADDINGS, model_spec

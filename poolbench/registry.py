@@ -97,7 +97,7 @@ _current_source: list[tuple[str, str]] = []  # stack of (source, version) while 
 
 
 def _poolbench_version() -> str:
-    from . import __version__
+    from .version import __version__
 
     return __version__
 

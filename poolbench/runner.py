@@ -20,13 +20,21 @@ import torch
 
 from . import registry
 from .atomic import remove_stale_temps
-from .checkpoint import save_now
-from .engine import TrainSettings, using_settings
+from .training.checkpoint import save_now
+from .training.runtime import TrainSettings, using_settings
 from .errors import PoolbenchError, UsageError, install_one_line_warnings, one_line
 from .lifeline import exit_with_parent
 from .pools.lift_fast import RAN, implementations_since
-from .process import (barrier, default_threads, dist_info, file_lock, is_main_process, keep_freed_memory,
-                      torch_threads, worker_devices)
+from .process import (
+    barrier,
+    default_threads,
+    dist_info,
+    file_lock,
+    is_main_process,
+    keep_freed_memory,
+    torch_threads,
+    worker_devices,
+)
 from .store import Measured, ResultStore, config_hash, provenance
 from .suites import get_suite
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from .version import __version__
 from .atomic import atomic_open, atomic_write_text
 from .canonical import json_default, digest
 from .errors import UsageError

@@ -1,9 +1,9 @@
-"""The trained-model check of the torch corruption engine (``python -m poolbench.check_corrupt``):
+"""The trained-model check of the torch corruption engine (``poolbench check corrupt``):
 the comparison against hand-computed cases, and end to end on a small trained model."""
 import numpy as np
 import pytest
 
-from poolbench import check_corrupt
+from poolbench.tools import check_corrupt
 
 
 def _preds(labels, **sets):

@@ -111,7 +111,7 @@ def test_checkpoint_of_another_model_is_one_line_usage_error(run, tmp_path):
     code, out, _ = run("accuracy", "--pool", "max", "--json")
     assert code == 0
     from poolbench.config import load_preset, train_config
-    from poolbench.train import checkpoint_path
+    from poolbench.training.loop import checkpoint_path
 
     trained = next(r for r in json.loads(out)["rows"] if r["metric"] == "top1_error")
     overrides = {"train_size": 256, "test_size": 64, "epochs": 1, "batch_size": 64,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from poolbench.corrupt import engine as E
-from poolbench.corrupt import rng
-from poolbench.data import corruptions as K
+from poolbench.distortions import corruption_torch as E
+from poolbench.distortions.kernels import rng
+from poolbench.distortions import corruptions as K
 
 
 def _images(n=4, size=32, seed=0):

@@ -19,11 +19,11 @@ import pytest
 import torch
 from imagecorruptions import corruptions as L
 
-from poolbench.corrupt import engine as E
-from poolbench.corrupt import reference as R
-from poolbench.corrupt import weather
-from poolbench.corrupt.params import constants
-from poolbench.data.cache import item_seed
+from poolbench.distortions import corruption_torch as E
+from poolbench.distortions import corruption_reference as R
+from poolbench.distortions.kernels import weather
+from poolbench.distortions.corruption_params import constants
+from poolbench.distortions.cache import item_seed
 
 from _images import pattern, photos, psnr
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from poolbench.data import cache as C
-from poolbench.data import corruptions as K
+from poolbench.distortions import cache as C
+from poolbench.distortions import corruptions as K
 from poolbench.errors import UsageError
 from poolbench.process import file_lock
 from poolbench.metrics import ALL_CORRUPTIONS
@@ -237,7 +237,7 @@ def test_numpy_generator_at_imagenet_params_is_the_library():
     """Our generator's formulas, given the ImageNet constants, reproduce imagecorruptions byte for
     byte: an independent check of the code that makes the CIFAR and Tiny-ImageNet sets."""
     from imagecorruptions import corruption_dict
-    from poolbench.corrupt import reference as R
+    from poolbench.distortions import corruption_reference as R
     img = _images(1, size=40)[0]
     for c in ALL_CORRUPTIONS:
         for s in (2, 5):
@@ -252,7 +252,7 @@ def test_numpy_generator_at_imagenet_params_is_the_library():
 
 
 def test_parameter_sets_are_the_authors_constants():
-    from poolbench.corrupt.params import PARAMS, params_for_size, resolve_params
+    from poolbench.distortions.corruption_params import PARAMS, params_for_size, resolve_params
     # spot checks typed from make_cifar_c.py / make_tinyimagenet_c.py / imagecorruptions
     assert PARAMS["cifar"]["gaussian_noise"] == [0.04, 0.06, .08, .09, .10]
     assert PARAMS["cifar"]["jpeg_compression"] == [80, 65, 58, 50, 40]

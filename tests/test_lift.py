@@ -13,13 +13,7 @@ from torch import nn
 
 from poolbench import auxiliary_loss, get_pool, get_spec
 from poolbench.errors import PoolOptionError
-from poolbench.pools.lift import (
-    LiftDownPool1d,
-    LiftDownPool2d,
-    LiftState,
-    LiftUpPool,
-    parse_bands,
-)
+from poolbench.pools.lift import LiftDownPool1d, LiftDownPool2d, LiftState, LiftUpPool, parse_bands
 from poolbench.pools.lift_ops import LiftingBranch, pad_axis
 from poolbench.testing import check_pool, count_parameters
 

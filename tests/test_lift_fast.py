@@ -10,7 +10,7 @@ import torch
 from torch.func import functional_call
 
 from poolbench import auxiliary_loss, get_pool
-from poolbench.bench_lift import format_table, main as bench_main, ratio_table, run_benchmark
+from poolbench.tools.bench_lift import format_table, main as bench_main, ratio_table, run_benchmark
 from poolbench.measure import time_callable, time_interleaved
 from poolbench.pools.lift import LiftDownPool1d
 
@@ -346,7 +346,7 @@ def test_fast_path_on_cuda_matches_the_reference():
 
 
 def test_training_step_benchmark_prints_lift_over_max(capsys):
-    from poolbench.bench_lift import run_train_benchmark
+    from poolbench.tools.bench_lift import run_train_benchmark
 
     stats = run_train_benchmark(("lift", "max"), repeats=2, warmup=0, batch_size=16)
     assert set(stats) == {"lift", "max"} and all(s.n == 2 and s.median > 0 for s in stats.values())

@@ -242,8 +242,12 @@ def test_psnr_of_a_known_error():
 # --- per-sequence stability from stored top-5 lists (the predictions the store keeps) ----------
 
 def test_top5_lists_give_the_same_t5d_and_fp_as_full_logits():
-    from poolbench.metrics import (flip_probability, flips_per_sequence, mean_top5_distance,
-                                   top5_distances_per_sequence)
+    from poolbench.metrics import (
+        flip_probability,
+        flips_per_sequence,
+        mean_top5_distance,
+        top5_distances_per_sequence,
+    )
 
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(7, 6, 12))

@@ -7,8 +7,16 @@ from torch import nn
 
 import poolbench
 from poolbench.errors import UsageError
-from poolbench.models import (create_model, list_models, model_info, model_spec, parse_model,
-                              pool_sites, set_padding, swap_pools)
+from poolbench.models import (
+    create_model,
+    list_models,
+    model_info,
+    model_spec,
+    parse_model,
+    pool_sites,
+    set_padding,
+    swap_pools,
+)
 from poolbench.registry import register_pool, unregister_pool
 
 ALL_MODELS = ["convnet", "mobilenet_v2", "resnet18", "resnet18_cifar", "resnet50", "vgg13",

@@ -1,5 +1,5 @@
-"""The torch perturbation engine (``poolbench.corrupt.perturb``) against the numpy generator
-(``poolbench.data.perturb_frames``), on scikit-image photographs and a generated pattern at each
+"""The torch perturbation engine (``poolbench.distortions.perturbation_torch``) against the numpy generator
+(``poolbench.distortions.perturbation_reference``), on scikit-image photographs and a generated pattern at each
 schedule's native size, and its wiring (generate_perturbed_set, the perturbation suite, the CLI).
 
 - deterministic perturbations: PSNR >= 40 dB per sequence (measured: translate, brightness,
@@ -22,10 +22,11 @@ import torch
 import poolbench
 from poolbench import api
 from poolbench.cli import main
-from poolbench.corrupt import perturb as E
-from poolbench.data import perturbations as P
-from poolbench.data.cache import item_seed
-from poolbench.data.perturb_frames import _PARAMS, _SCHEDULE_LEVEL, _perturb_chunk, _rngs
+from poolbench.distortions import perturbation_torch as E
+from poolbench.distortions import perturbations as P
+from poolbench.distortions.cache import item_seed
+from poolbench.distortions.perturbation_schedules import PARAMS, SCHEDULE_LEVEL
+from poolbench.distortions.perturbation_reference import _perturb_chunk, _rngs
 from poolbench.errors import UsageError
 from poolbench.runner import RunReport
 from poolbench.suites.perturbation import SUITE, PerturbationOptions
@@ -106,7 +107,7 @@ def test_deterministic_perturbations_match_the_numpy_generator(schedule, size):
 def _reference_draws(p, schedule, imgs):
     """The numpy generator's own draws of every image (its first and only draw), in the
     engine's layout: noise (N, frames - 1, 3, H, W), snow layer (N, 1, H, W)."""
-    q, (n, h, w, _) = _PARAMS[schedule][p], imgs.shape
+    q, (n, h, w, _) = PARAMS[schedule][p], imgs.shape
     rngs = _rngs(0, p, schedule, 0, n)
     if p == "snow":
         return np.stack([r.normal(q["loc"], q["scale"], (h, w)) for r in rngs])[:, None]
@@ -121,7 +122,7 @@ def _reference_draws(p, schedule, imgs):
 @pytest.mark.parametrize("schedule,size", SETS)
 def test_random_perturbations_given_the_reference_draws_match_to_40_db(schedule, size, monkeypatch):
     imgs = np.concatenate([photos(size, 1 if size > 100 else 2), pattern(size)])
-    level = _SCHEDULE_LEVEL[schedule]
+    level = SCHEDULE_LEVEL[schedule]
     for p in RANDOM:
         draws = torch.from_numpy(_reference_draws(p, schedule, imgs))
         row = {item_seed(0, p, level, k): k for k in range(len(imgs))}

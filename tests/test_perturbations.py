@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from poolbench.data import perturbations as P
+from poolbench.distortions import perturbations as P
 from poolbench.errors import UsageError
 from poolbench.metrics import ALL_PERTURBATIONS, CIFAR_P_TEST_PERTURBATIONS
 

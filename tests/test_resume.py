@@ -20,8 +20,8 @@ import time
 import pytest
 import torch
 
-from poolbench import checkpoint as ckpt
-from poolbench.engine import ResumableSampler
+from poolbench.training import checkpoint as ckpt
+from poolbench.training.runtime import ResumableSampler
 
 # a tiny LiftPool recipe (auxiliary losses, augmentation drawing from the global RNG, momentum,
 # warm-up then cosine inside epochs): 2 epochs of 4 steps
@@ -30,10 +30,10 @@ CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     import poolbench.atomic as atomic
-    import poolbench.checkpoint as C
+    import poolbench.training.checkpoint as C
     from poolbench import train as T
     from poolbench.config import TrainConfig
-    from poolbench.engine import TrainSettings
+    from poolbench.training.runtime import TrainSettings
 
     mode, minutes = sys.argv[1], float(sys.argv[2])
     cfg = TrainConfig(pool="lift", train_size=256, test_size=64, epochs=2, batch_size=64,
@@ -244,7 +244,7 @@ def test_save_now_writes_only_between_steps(tmp_path):
 
 @pytest.mark.slow
 def test_a_state_that_does_not_fit_the_model_is_started_over(tmp_path, monkeypatch):
-    from poolbench import train as T
+    from poolbench.training import loop as T
     from poolbench.config import TrainConfig
 
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))

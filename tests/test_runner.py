@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from poolbench import registry, runner, train
+from poolbench import registry, runner
+from poolbench.training import loop as train
 from poolbench.pools import lift_native
 from poolbench.config import TrainConfig, train_config
 from poolbench.errors import UsageError
@@ -291,7 +292,7 @@ def test_execute_runs_the_cell_on_the_worker_device_with_its_settings(tmp_path, 
     seen = {}
 
     def fake_run_cell(self, cell, ctx):
-        from poolbench.engine import current_settings
+        from poolbench.training.runtime import current_settings
 
         seen.update(device=ctx.device, threads=torch.get_num_threads(), settings=current_settings())
         return []
@@ -339,7 +340,7 @@ def test_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path, monke
 
     import submitit
 
-    from poolbench import checkpoint as ckpt
+    from poolbench.training import checkpoint as ckpt
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("POOLBENCH_CACHE", str(cache))

@@ -14,12 +14,12 @@ from poolbench import registry
 from poolbench.config import TrainConfig
 from poolbench.errors import UsageError
 from poolbench.models.segnet import DEFAULT_WIDTHS, VARIANTS, create_segnet, resolve_variant, segnet_widths
-from poolbench.reconstruction import load_sample_image, reconstruct, reconstruction_psnr
+from poolbench.suites.segmentation.reconstruction import load_sample_image, reconstruct, reconstruction_psnr
 from poolbench.runner import RunContext
-from poolbench.segmentation import SEGNET, load_segmentation_data
+from poolbench.suites.segmentation.task import SEGNET, load_segmentation_data
 from poolbench.suites.base import train_config_of
-from poolbench.suites.segmentation import RECIPE_KEYS, SUITE, SegmentationOptions, variants_for
-from poolbench.train import TrainingDiverged, train
+from poolbench.suites.segmentation.suite import RECIPE_KEYS, SUITE, SegmentationOptions, variants_for
+from poolbench.training.loop import TrainingDiverged, train
 
 HAS_LIFT = "lift" in poolbench.list_pools()
 TINY_RECIPE = {"train_size": 16, "test_size": 8, "epochs": 1, "batch_size": 8}

@@ -9,14 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from poolbench import registry, train
+from poolbench import registry
+from poolbench.training import loop as train
 from poolbench.auxiliary import auxiliary_loss
 from poolbench.config import TrainConfig, seeds_of, train_config
 from poolbench.errors import UsageError
-from poolbench.evaluate import predict
+from poolbench.training.evaluate import predict
 from poolbench.runner import RunContext, run_cells
 from poolbench.suites import get_suite
-from poolbench.train import CLASSIFICATION, Task, TrainingDiverged, get_trained_model, load_bundle, lr_at
+from poolbench.training.loop import (
+    CLASSIFICATION,
+    Task,
+    TrainingDiverged,
+    get_trained_model,
+    load_bundle,
+    lr_at,
+)
 
 TINY = TrainConfig(pool="max", train_size=256, test_size=64, epochs=1, batch_size=64)
 
@@ -330,7 +338,7 @@ def test_seeds_from_preset():
 
 @pytest.mark.slow
 def test_divergence_looked_at_every_n_steps_still_names_the_first_bad_step(bundle, scratch_pools):
-    from poolbench.engine import TrainSettings
+    from poolbench.training.runtime import TrainSettings
 
     registry.register_pool("test_nan")(lambda channels: NaNPool())
     steps = []
@@ -379,7 +387,7 @@ def test_amp_is_in_the_recipe_hash_only_when_on():
 
 
 def test_precision_scales_only_fp16():
-    from poolbench.engine import Precision, default_amp
+    from poolbench.training.runtime import Precision, default_amp
 
     assert Precision("fp16", "cpu").scaler is not None
     assert Precision("bf16", "cpu").scaler is None and Precision("off", "cpu").dtype is None
@@ -406,7 +414,7 @@ def test_interrupted_in_process_then_resumed(tmp_path, monkeypatch, device):
     """An exception in the middle of epoch 2 (after mid-epoch checkpoints), then the same call:
     it resumes and ends with the uninterrupted run's weights (equal on CPU; on CUDA, whose
     kernels need not be deterministic, close)."""
-    from poolbench.engine import TrainSettings
+    from poolbench.training.runtime import TrainSettings
 
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
     cfg = dataclasses.replace(TINY, pool="lift", epochs=2, warmup_epochs=1)
@@ -446,7 +454,7 @@ def test_bf16_training_on_cuda(pool):
 
 
 def test_training_loader_settings(bundle):
-    from poolbench.engine import TrainSettings, train_loader
+    from poolbench.training.runtime import TrainSettings, train_loader
 
     loader, sampler, _ = train_loader(bundle.train, 64, 0, 0, 1, 2, "cpu")
     assert loader.num_workers == 2 and loader.persistent_workers and not loader.pin_memory

@@ -1,7 +1,7 @@
 """Measurement: timing, FLOPs, tensor memory, cold compiles, and pools measured side by side.
 
 Library code with no notion of suites, cells or rows: the efficiency suite and the
-``poolbench.bench_lift`` script both stand on it.
+``poolbench.tools.bench_lift`` script both stand on it.
 """
 from __future__ import annotations
 

@@ -4,8 +4,18 @@
 ``name`` may carry ``:padding=circular``) and puts a registered pooling operator at its pooling
 points; ``swap_pools`` does the surgery on any model. See ``surgery`` for the policies and the output-size rule.
 """
-from .factory import (PADDINGS, ModelInfo, PoolNet, create_model, list_models, model_info, model_spec,
-                      parse_model, register_model, set_padding)
+from .factory import (
+    PADDINGS,
+    ModelInfo,
+    PoolNet,
+    create_model,
+    list_models,
+    model_info,
+    model_spec,
+    parse_model,
+    register_model,
+    set_padding,
+)
 from .normalize import Normalize
 from .surgery import POLICIES, PoolSite, pool_sites, swap_pools
 

@@ -7,7 +7,7 @@ everything else (CUDA, bf16 under autocast, grouped or biased branches, a missin
 and for the up-pooling.
 
 Design; every choice was measured on the CPU this was written on (1 thread, thread CPU time,
-``python -m poolbench.bench_lift`` and the experiments summarised in the report):
+``poolbench bench lift`` and the experiments summarised in the report):
 
 * ONE autograd Function for the whole layer (``_LiftPoolFn``) with a hand-written backward, run
   over the batch in chunks of ``CHUNK_BYTES`` of input: each chunk goes through all its

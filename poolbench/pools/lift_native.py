@@ -9,7 +9,7 @@ path, which computes the same function.
 Why C: the torch fast path needs ~20 memory passes per lifting and its backward as many again;
 the kernel lifts one line (2n positions x C channels) at a time in L1-sized scratch and its
 backward recomputes the line rather than reading saved intermediates. Measured side by side
-with ``python -m poolbench.bench_lift --train`` (the lift/max training step ratio).
+with ``poolbench bench lift --train`` (the lift/max training step ratio).
 
 The kernel is compiled on first use with the system C compiler (``$CC``, default ``cc``) for
 this CPU (``-march=native``), into ``<POOLBENCH_CACHE>/kernels/`` under a name keyed by the

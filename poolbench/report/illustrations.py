@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..reconstruction import METHODS, load_sample_image, reconstruction_psnr
+from ..suites.segmentation.reconstruction import METHODS, load_sample_image, reconstruction_psnr
 from ..registry import get_pool
 from . import plots
 

@@ -14,8 +14,17 @@ from ..suites import get_suite
 from ..suites.base import with_reference
 from ..suites.robustness import HARSHNESS_NOTE
 from . import plots
-from .context import (ReportContext, count_of, describe, ints_text, generic_table, groups, ordered, render,
-                      suite_table)
+from .context import (
+    ReportContext,
+    count_of,
+    describe,
+    ints_text,
+    generic_table,
+    groups,
+    ordered,
+    render,
+    suite_table,
+)
 from .certainty import certainty
 from .efficiency import efficiency_section
 from .markdown import Document, code_span

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..evaluate import predict_dataset, top_classes
+from ..training.evaluate import predict_dataset, top_classes
 from ..process import is_main_process
 from ..registry import canonical_spec
 from ..store import Measured, make_row

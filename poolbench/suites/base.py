@@ -23,7 +23,7 @@ from ..pools.base import count_parameters
 from ..ranges import check_ranges
 from ..registry import canonical_spec, get_spec
 from ..store import make_row
-from ..train import get_trained_model, load_bundle
+from ..training.loop import get_trained_model, load_bundle
 
 ALEXNET = "alexnet"
 

@@ -23,8 +23,14 @@ from typing import Hashable
 import numpy as np
 import pandas as pd
 
-from ..metrics.uncertainty import (CONFIDENCE, METHOD, N_RESAMPLES, bootstrap_ranks, paired_bootstrap,
-                                   seed_interval)
+from ..metrics.uncertainty import (
+    CONFIDENCE,
+    METHOD,
+    N_RESAMPLES,
+    bootstrap_ranks,
+    paired_bootstrap,
+    seed_interval,
+)
 
 BOOTSTRAP_SEED = 0   # the resamples are part of the protocol: the same on every machine
 

@@ -17,12 +17,12 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
-from ..data.cache import dataset_dir
-from ..data.perturbations import ENGINES, SCHEDULES, engine_for, generate_perturbed_set, load_cifar_p
+from ..distortions.cache import dataset_dir
+from ..distortions.perturbations import ENGINES, SCHEDULES, engine_for, generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
 from ..ranges import bounded
 from ..registry import canonical_spec
-from ..evaluate import predict, top_classes
+from ..training.evaluate import predict, top_classes
 from ..store import Measured, make_row
 from ..process import file_lock, is_main_process
 from .base import TrainedSuite, train_columns, with_reference

@@ -20,15 +20,20 @@ import pandas as pd
 from .. import metrics
 from ..canonical import digest
 from ..config import cache_dir
-from ..data.cache import dataset_dir
-from ..data.corruptions import (
-    ENGINES, PARAM_SETS, engine_for, generate_corrupted_set, load_cifar_c, load_imagenet_c,
+from ..distortions.cache import dataset_dir
+from ..distortions.corruptions import (
+    ENGINES,
+    PARAM_SETS,
+    engine_for,
+    generate_corrupted_set,
+    load_cifar_c,
+    load_imagenet_c,
     resolve_params,
 )
 from ..errors import UsageError
 from ..ranges import bounded
 from ..registry import canonical_spec
-from ..evaluate import predict, predict_dataset, top_classes
+from ..training.evaluate import predict, predict_dataset, top_classes
 from ..store import Measured, make_row
 from ..process import file_lock, is_main_process
 from .base import ALEXNET, TrainedSuite, train_columns, with_reference

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..evaluate import predict
+from ..training.evaluate import predict
 from ..process import is_main_process
 from ..ranges import bounded
 from ..registry import canonical_spec

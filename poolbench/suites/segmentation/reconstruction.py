@@ -34,10 +34,10 @@ import numpy as np
 import skimage.data
 import torch
 
-from .errors import UsageError, one_line
-from .metrics import psnr
-from .models.segnet import BilinearUp, resolve_variant
-from .registry import get_pool
+from ...errors import UsageError, one_line
+from ...metrics import psnr
+from ...models.segnet import BilinearUp, resolve_variant
+from ...registry import get_pool
 
 SAMPLE_IMAGES = ("astronaut", "camera", "coffee", "chelsea")
 METHODS = ("lift", "max_unpool", "max_unpool_blur", "bilinear", "bilinear_avg")

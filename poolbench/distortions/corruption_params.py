@@ -10,7 +10,7 @@
 ``PARAMS[set][corruption]`` is the list of the five severities' constants, in the order the
 authors' functions unpack them (e.g. snow: loc, scale, zoom, threshold, blur radius, blur sigma,
 mix). The formulas beside the numbers differ a little between the sets and are named in
-``VARIANTS``; both the numpy reference (``poolbench.corrupt.reference``) and the torch engine
+``VARIANTS``; both the numpy reference (``poolbench.distortions.corruption_reference``) and the torch engine
 read them from here, so there is one table. ``params_for_size`` picks the set whose native
 size is nearest (in log scale) to an image's shorter side.
 """

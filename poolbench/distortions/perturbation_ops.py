@@ -1,4 +1,4 @@
-"""Image operations of the perturbation frames (``poolbench.data.perturb_frames``): OpenCV warps
+"""Image operations of the perturbation frames (``poolbench.distortions.perturbation_reference``): OpenCV warps
 about the image centre (bilinear, zero fill), the one-sided Gaussian motion-blur line kernel,
 and the zoom, drip and spatter steps of the snow and spatter layers."""
 from __future__ import annotations

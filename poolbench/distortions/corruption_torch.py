@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import blur, digital, noise, weather
-from .params import check_params, constants, resolve_params
-from .rng import image_keys
+from .kernels import blur, digital, noise, weather
+from .corruption_params import check_params, constants, resolve_params
+from .kernels.rng import image_keys
 
 REVISION = 2  # bump when a change in this package changes the bytes
 

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .atomic import atomic_open
+from ..atomic import atomic_open
 
 STATE_SUFFIX = ".state.pt"
 FORMAT = 1

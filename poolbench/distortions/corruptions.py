@@ -2,12 +2,12 @@
 
 Generated corruptions (``corrupt_images``, ``generate_corrupted_set``)
     At the data's scale: the parameter set of the benchmark's authors for the resolution
-    (``poolbench.corrupt.params``: ``cifar`` = CIFAR-10-C's at 32x32, ``tinyimagenet`` =
+    (``poolbench.distortions.corruption_params``: ``cifar`` = CIFAR-10-C's at 32x32, ``tinyimagenet`` =
     Tiny-ImageNet-C's at 64x64, ``imagenet`` = ImageNet-C's at 224), ``auto`` picking the set
     whose native size is nearest to the images' shorter side. Two engines: ``reference`` (the
     ``imagecorruptions`` module, from the maintained ``imagecorruptions-imaug`` distribution, at
-    ImageNet parameters; the project's numpy generator ``poolbench.corrupt.reference`` at the
-    others) and ``torch`` (``poolbench.corrupt``: batched, CPU or CUDA); ``auto`` uses torch for
+    ImageNet parameters; the project's numpy generator ``poolbench.distortions.corruption_reference`` at the
+    others) and ``torch`` (``poolbench.distortions.corruption_torch``: batched, CPU or CUDA); ``auto`` uses torch for
     the corruptions whose equivalence with the reference is tested (``TORCH_DEFAULT``) and the
     reference for the rest. The set and the engine of every array are in its cache key and
     manifest. With the reference engine every image is seeded from (run seed, corruption, severity, image index):
@@ -50,9 +50,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm  # plain tqdm, not tqdm.auto: always a text bar on stderr
 
-from ..corrupt import engine as _torch_engine
-from ..corrupt import reference as _numpy_reference
-from ..corrupt.params import PARAM_SETS, SOURCES, resolve_params
+from . import corruption_torch as _torch_engine
+from . import corruption_reference as _numpy_reference
+from .corruption_params import PARAM_SETS, SOURCES, resolve_params
 from ..errors import UsageError
 from ..metrics import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 from . import cache as _cache

@@ -15,7 +15,7 @@ import torch
 from imagecorruptions import corruptions as _lib
 
 from . import ops, rng
-from .params import VARIANTS
+from ..corruption_params import VARIANTS
 
 
 def gaussian_blur(x, c, ctx):

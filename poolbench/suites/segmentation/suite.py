@@ -3,8 +3,8 @@ reconstruction PSNR of down-then-up pooling without training.
 
 Cells (JSON dicts, hashed by the runner):
 - ``kind="train"``: one (variant, seed). Trains the SegNet (``poolbench.models.segnet``) on the
-  segmentation data in the one training loop (``poolbench.train.train`` with the task
-  ``poolbench.segmentation.SEGNET``: pixel-wise cross-entropy + the pools' auxiliary losses, e.g.
+  segmentation data in the one training loop (``poolbench.training.loop.train`` with the task
+  ``poolbench.suites.segmentation.task.SEGNET``: pixel-wise cross-entropy + the pools' auxiliary losses, e.g.
   LiftPool's c_u/c_p; divergence and weight checks; DDP under torchrun), cached as a checkpoint under the hash of its
   TrainConfig like every trained model; rows: miou and pixel_accuracy (%), per-class iou (%),
   params, train time, final auxiliary terms.
@@ -38,16 +38,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import TrainConfig
-from ..errors import UsageError
-from ..metrics import iou_per_class, miou
-from ..models.segnet import DEFAULT_WIDTHS, Variant, resolve_variant, segnet_model_name, segnet_widths
-from ..reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
-from ..segmentation import get_trained_segnet, load_segmentation_data, segmentation_confusion
-from .intervals import METHOD_NOTE, add_metric_intervals, per_image
-from ..store import Measured, make_row
-from ..train import OPTIMIZERS, SCHEDULES
-from .base import Suite, pool_columns, train_config_of, training_rows
+from ...config import TrainConfig
+from ...errors import UsageError
+from ...metrics import iou_per_class, miou
+from ...models.segnet import DEFAULT_WIDTHS, Variant, resolve_variant, segnet_model_name, segnet_widths
+from .reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
+from .task import get_trained_segnet, load_segmentation_data, segmentation_confusion
+from ..intervals import METHOD_NOTE, add_metric_intervals, per_image
+from ...store import Measured, make_row
+from ...training.loop import OPTIMIZERS, SCHEDULES
+from ..base import Suite, pool_columns, train_config_of, training_rows
 
 DEFAULT_VARIANTS = ("max_unpool", "max_unpool_blur", "lift", "bilinear")
 SEG_DATASETS = {"shapes": "shapes-seg", "shapes-seg": "shapes-seg", "shapes_seg": "shapes-seg"}

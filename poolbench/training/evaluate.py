@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import UsageError
-from .process import memory_format_for
+from ..errors import UsageError
+from ..process import memory_format_for
 
 # Pixels per evaluation batch: 256 images at 32 px, 20 at 224. Past this, larger batches only
 # add memory traffic (measured at 224 px on CPU: 5.0 ms/img in batches of 16, 8.0 in 256).

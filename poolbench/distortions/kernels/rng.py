@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..data.cache import item_seed
+from ..cache import item_seed
 
 _M = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9

@@ -1,4 +1,4 @@
-"""Generate image sets once, in parallel processes, into the cache (``poolbench.data.cache``).
+"""Generate image sets once, in parallel processes, into the cache (``poolbench.distortions.cache``).
 
 Work is split into chunks of images; each chunk of each array is one task for a
 ``ProcessPoolExecutor``. Every image is seeded from (run seed, name, level, image index)
@@ -122,8 +122,8 @@ class _Output:
 
 # Imported once by the fork server, so that workers forked from it start in milliseconds.
 _PRELOAD = ("numpy", "cv2", "scipy.ndimage", "skimage.color", "skimage.filters", "imagecorruptions",
-            "poolbench.data.cache", "poolbench.data.jobs", "poolbench.data.corruptions",
-            "poolbench.data.perturbations")
+            "poolbench.distortions.cache", "poolbench.distortions.jobs", "poolbench.distortions.corruptions",
+            "poolbench.distortions.perturbations")
 
 
 def _mp_context(name: str | None):

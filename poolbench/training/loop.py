@@ -2,10 +2,10 @@
 
 One loop trains every model poolbench trains; a :class:`Task` says what differs between kinds
 of model (how the model is built, its task loss, how a run is named): ``CLASSIFICATION`` here,
-the SegNet's in ``poolbench.segmentation``. A checkpoint is cached under the hash of its
+the SegNet's in ``poolbench.suites.segmentation.task``. A checkpoint is cached under the hash of its
 TrainConfig, so every suite reuses one trained model per (pool, model, dataset, training
 options, seed). While a model trains, its progress is kept in a resume checkpoint
-(``poolbench.checkpoint``): the same command run again after a crash, a ``kill -9`` or a
+(``poolbench.training.checkpoint``): the same command run again after a crash, a ``kill -9`` or a
 preemption continues where it stopped and ends with the same weights, bit for bit on CPU.
 Under torchrun the model trains with DistributedDataParallel across the processes; rank 0 alone
 writes checkpoints and results. How it runs here (mixed precision, loader workers, checkpoint
@@ -26,22 +26,28 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .atomic import atomic_open, atomic_write_text, remove_stale_temps
-from .auxiliary import auxiliary_loss
-from .checkpoint import (Saver, StaleState, live, read_state, remove_state, restore, state_path,
-                         training_state)
-from .config import TrainConfig, cache_dir
-from .data import load_dataset
-from .engine import (DivergenceWatch, EpochSums, Precision, TrainSettings, agree, current_settings,
-                     train_loader)
-from .errors import PoolbenchError, UsageError, one_line
+from ..atomic import atomic_open, atomic_write_text, remove_stale_temps
+from ..auxiliary import auxiliary_loss
+from .checkpoint import Saver, StaleState, live, read_state, remove_state, restore, state_path, training_state
+from ..config import TrainConfig, cache_dir
+from ..data import load_dataset
+from .runtime import (
+    DivergenceWatch,
+    EpochSums,
+    Precision,
+    TrainSettings,
+    agree,
+    current_settings,
+    train_loader,
+)
+from ..errors import PoolbenchError, UsageError, one_line
 from .evaluate import predict_dataset
-from .metrics import topk_error
-from .models import create_model
-from .pools.base import no_weight_decay_parameters
-from .pools.lift_fast import RAN, implementations_since
-from .process import barrier, dist_info, file_lock, memory_format_for, seed_everything
-from .store import config_hash
+from ..metrics import topk_error
+from ..models import create_model
+from ..pools.base import no_weight_decay_parameters
+from ..pools.lift_fast import RAN, implementations_since
+from ..process import barrier, dist_info, file_lock, memory_format_for, seed_everything
+from ..store import config_hash
 
 
 OPTIMIZERS = ("sgd", "adamw")

@@ -12,11 +12,12 @@ from functools import lru_cache
 
 import torch
 
-from . import ops, reference, rng
-from .params import VARIANTS
+from . import ops, rng
+from .. import corruption_reference as reference
+from ..corruption_params import VARIANTS
 
 
-def _gray(x):
+def gray(x):
     # cv2.COLOR_RGB2GRAY's weights
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
 
@@ -41,7 +42,7 @@ def snow(x, c, ctx):
         layer = torch.floor(layer * 255) / 255.
     layer = ops.motion_blur(layer, c[4], c[5], d["angle"])
     layer = (torch.round(layer * 255) / 255.)[..., :h, :w]
-    y = c[6] * y + (1 - c[6]) * torch.maximum(y, _gray(y) * 1.5 + 0.5)
+    y = c[6] * y + (1 - c[6]) * torch.maximum(y, gray(y) * 1.5 + 0.5)
     return torch.clamp(y + layer + torch.flip(layer, (-2, -1)), 0, 1) * 255
 
 

@@ -9,7 +9,7 @@ one severity, or one perturbation's sequences) is one ``.npy`` with a JSON manif
 dataset, subset, name, level, seed, the generator library and its version, a format version
 and a fingerprint of the input images (so a different subset of the "same" dataset never
 reuses a stale file). The arrays are generated in parallel processes and written atomically
-by ``poolbench.data.jobs``.
+by ``poolbench.distortions.jobs``.
 """
 from __future__ import annotations
 

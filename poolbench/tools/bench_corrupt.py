@@ -1,4 +1,4 @@
-"""Corruption engines side by side: ``python -m poolbench.bench_corrupt [--threads N]
+"""Corruption engines side by side: ``poolbench bench corrupt [--threads N]
 [--sizes 32,224] [--images N] [--severity S] [--device cpu|cuda] [--json PATH]``.
 
 Images per second per corruption, the reference engine (imagecorruptions at ImageNet
@@ -24,11 +24,11 @@ import skimage.data
 import torch
 from PIL import Image
 
-from .corrupt import engine as E
-from .corrupt.params import resolve_params
-from .data.corruptions import _corrupt_chunk
-from .metrics import ALL_CORRUPTIONS
-from .process import keep_freed_memory
+from ..distortions import corruption_torch as E
+from ..distortions.corruption_params import resolve_params
+from ..distortions.corruptions import _corrupt_chunk
+from ..metrics import ALL_CORRUPTIONS
+from ..process import keep_freed_memory
 
 
 def photos(size: int, n: int) -> np.ndarray:
@@ -83,7 +83,7 @@ def overall(rows: list[dict], default_only: bool) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m poolbench.bench_corrupt")
+    ap = argparse.ArgumentParser(prog="poolbench bench corrupt")
     ap.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (default 1)")
     ap.add_argument("--sizes", default="32,224")
     ap.add_argument("--images", type=int, default=None, help="images per size (default 256 at 32, 16 at 224)")

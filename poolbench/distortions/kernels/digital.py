@@ -16,7 +16,7 @@ import torch
 import torchvision.io as tvio
 
 from . import ops, rng
-from .params import VARIANTS
+from ..corruption_params import VARIANTS
 
 
 def contrast(x, c, ctx):

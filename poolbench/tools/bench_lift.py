@@ -1,6 +1,6 @@
-"""Timing harness for LiftPool: ``python -m poolbench.bench_lift [--threads N] [--repeats R]
+"""Timing harness for LiftPool: ``poolbench bench lift [--threads N] [--repeats R]
 [--shapes NxCxHxW ...] [--layouts nchw,cl] [--json PATH]``; with ``--train``, the training step
-of the default backbone instead (``python -m poolbench.bench_lift --train``).
+of the default backbone instead (``poolbench bench lift --train``).
 
 Times the forward pass (eval mode, no grad) and forward+backward (training mode, the task-like
 loss ``(y * g).sum()`` plus LiftPool's auxiliary losses, gradients of the input and of every
@@ -26,11 +26,11 @@ from typing import Callable
 
 import torch
 
-from .auxiliary import auxiliary_loss
-from .config import TrainConfig
-from .measure import CLOCKS, time_interleaved
-from .registry import get_pool
-from .train import CLASSIFICATION, build_model, build_optimizer
+from ..auxiliary import auxiliary_loss
+from ..config import TrainConfig
+from ..measure import CLOCKS, time_interleaved
+from ..registry import get_pool
+from ..training.loop import CLASSIFICATION, build_model, build_optimizer
 
 DEFAULT_SHAPES = ("32x64x56x56", "32x256x14x14")
 DEFAULT_POOLS = ("lift", "lift:impl=reference", "max")
@@ -217,7 +217,7 @@ def format_table(lines: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m poolbench.bench_lift",
+    ap = argparse.ArgumentParser(prog="poolbench bench lift",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--repeats", type=int, default=15, help="timed rounds per case (default 15)")
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
     pools = tuple(s.strip() for s in args.pools.split(";") if s.strip())
     shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
     clock = args.clock or ("thread" if args.threads == 1 else "wall")
-    print(f"poolbench.bench_lift: torch {torch.__version__}, threads={args.threads}, "
+    print(f"poolbench.tools.bench_lift: torch {torch.__version__}, threads={args.threads}, "
           f"repeats={args.repeats}, clock={clock}, float32, "
           f"{platform.processor() or platform.machine()}", flush=True)
     rows = run_benchmark(shapes, layouts, args.threads, args.repeats, args.warmup, pools,
@@ -268,7 +268,7 @@ def _main_train(args) -> int:
     given = args.pools != ";".join(DEFAULT_POOLS)
     pools = tuple(s.strip() for s in args.pools.split(";") if s.strip()) if given else ("lift", "max")
     clock = args.clock or ("thread" if args.threads == 1 else "wall")
-    print(f"poolbench.bench_lift --train: torch {torch.__version__}, threads={args.threads}, "
+    print(f"poolbench.tools.bench_lift --train: torch {torch.__version__}, threads={args.threads}, "
           f"repeats={args.repeats}, clock={clock}, backbone {TrainConfig().model}, batch "
           f"{TrainConfig().batch_size}, 32x32, {platform.processor() or platform.machine()}", flush=True)
     stats = run_train_benchmark(pools, args.threads, args.repeats, args.warmup, clock)

@@ -28,7 +28,7 @@ from scipy.ndimage import map_coordinates
 from scipy.ndimage import zoom as scizoom
 from skimage.filters import gaussian
 
-from .params import NATIVE_SIZE, VARIANTS, constants
+from .corruption_params import NATIVE_SIZE, VARIANTS, constants
 
 REVISION = 1  # bump when a change here changes the bytes
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")

@@ -1,10 +1,10 @@
 """Perturbation sets (ImageNet-P / CIFAR-P style): generated and cached, or the official CIFAR-P.
 
 A sequence is frames x_0..x_{n-1} of one image under a growing (or moving) perturbation; the
-schedules and the frame generators are ``poolbench.data.perturb_frames`` (re-exported here).
+schedules and the frame generators are ``poolbench.distortions.perturbation_reference`` (re-exported here).
 ``generate_perturbed_set`` makes every perturbation's sequences of a set of images once, cached
 like the corrupted sets, with one of two engines: ``reference`` (the numpy/OpenCV generator, in
-worker processes) or ``torch`` (``poolbench.corrupt.perturb``: batched, in this process);
+worker processes) or ``torch`` (``poolbench.distortions.perturbation_torch``: batched, in this process);
 ``auto`` uses torch for the perturbations whose equivalence with the reference is tested
 (``TORCH_DEFAULT``) and the reference for the rest. ``load_cifar_p`` reads CIFAR-10-P /
 CIFAR-100-P. Both return a ``PerturbedSet``.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..corrupt import perturb as _torch_engine
+from . import perturbation_torch as _torch_engine
 from ..errors import UsageError
 from ..metrics import (
     ALL_PERTURBATIONS,
@@ -31,17 +31,16 @@ from ..metrics import (
 )
 from . import cache as _cache
 from . import jobs as _jobs
-from .perturb_frames import (
+from .perturbation_schedules import (
     GENERATOR_REVISION,
     MIN_SIZE,
     SCHEDULES,
-    _perturb_chunk,
     check_perturbation,
     frame_count,
     frame_parameters,
-    perturb_sequences,
     resolve_schedule,
 )
+from .perturbation_reference import _perturb_chunk, perturb_sequences
 
 ENGINES = _cache.ENGINES
 

@@ -1,6 +1,6 @@
 """SegNet training and per-pixel evaluation: the segmentation side of the engine.
 
-The SegNet (``poolbench.models.segnet``) trains in the one training loop of ``poolbench.train``
+The SegNet (``poolbench.models.segnet``) trains in the one training loop of ``poolbench.training.loop``
 with the :data:`SEGNET` task: pixel-wise cross-entropy (pixels labelled ``IGNORE_INDEX`` do not
 count) plus the pools' auxiliary losses, with the loop's divergence and weight checks and
 torchrun/DDP. Its checkpoints share the cache of every trained model, keyed by the TrainConfig
@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-from .data import load_segmentation_dataset
-from .metrics import confusion_matrix
-from .models.segnet import SegNet, segnet_widths
-from .process import memory_format_for
-from .train import Task, TrainResult, get_trained_model
+from ...config import TrainConfig
+from ...data import load_segmentation_dataset
+from ...metrics import confusion_matrix
+from ...models.segnet import SegNet, segnet_widths
+from ...process import memory_format_for
+from ...training.loop import Task, TrainResult, get_trained_model
 
 IGNORE_INDEX = 255
 

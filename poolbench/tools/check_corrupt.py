@@ -1,4 +1,4 @@
-"""Does the corruption engine change a trained model's numbers? ``python -m poolbench.check_corrupt
+"""Does the corruption engine change a trained model's numbers? ``poolbench check corrupt
 [--pool max] [--preset quick] [--seed 0] [--data-seed 0] [--subset N] [--corruption-params auto]
 [--results PATH] [--json PATH]``
 
@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from . import api
-from .corrupt.engine import IMPLEMENTED
-from .errors import PoolbenchError, one_line
-from .metrics.uncertainty import CONFIDENCE, N_RESAMPLES, paired_bootstrap
-from .store import ResultStore
-from .suites.intervals import BOOTSTRAP_SEED, wrong_top1
+from .. import api
+from ..distortions.corruption_torch import IMPLEMENTED
+from ..errors import PoolbenchError, one_line
+from ..metrics.uncertainty import CONFIDENCE, N_RESAMPLES, paired_bootstrap
+from ..store import ResultStore
+from ..suites.intervals import BOOTSTRAP_SEED, wrong_top1
 
 ENGINES = ("reference", "torch")
 
@@ -65,7 +65,7 @@ def compare(reference: dict[str, np.ndarray], torch_set: dict[str, np.ndarray],
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m poolbench.check_corrupt", description=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(prog="poolbench check corrupt", description=__doc__.split("\n\n")[1])
     ap.add_argument("--pool", default="max")
     ap.add_argument("--preset", default=None, help="preset of the trained model (default quick)")
     ap.add_argument("--seed", type=int, default=0, help="training seed of the model")

@@ -1,7 +1,7 @@
 """The torch engine of the perturbation sequences (ImageNet-P / CIFAR-P style): ``perturb``
 (uint8 (N, 3, H, W) tensors -> (N, frames, 3, H, W)) and ``perturb_numpy`` (the cache's uint8
-NHWC arrays, the role of ``poolbench.data.perturb_frames._perturb_chunk``), batched on the
-images' device, with the schedules and constants of ``perturb_frames`` (``_PARAMS``). Image i's
+NHWC arrays, the role of ``poolbench.distortions.perturbation_reference._perturb_chunk``), batched on the
+images' device, with the schedules and constants of ``perturb_frames`` (``PARAMS``). Image i's
 random numbers come from ``rng.py`` keyed by (seed, perturbation, schedule, its index in the
 set), so a set is the same whatever the batch size or chunking (per device type: CPU and CUDA
 generators differ).
@@ -40,20 +40,20 @@ import torch.nn.functional as F
 
 # poolbench.data does not import this module (only data.perturbations does, after
 # perturb_frames is loaded), so importing the schedules at module level makes no cycle
-from ..data.cache import check_seed
-from ..data.perturb_frames import (
-    _PARAMS,
-    _SCHEDULE_LEVEL,
+from .cache import check_seed
+from .perturbation_schedules import (
+    PARAMS,
+    SCHEDULE_LEVEL,
     MIN_SIZE,
     check_perturbation,
     frame_count,
     frame_parameters,
     resolve_schedule,
 )
-from ..data.perturb_ops import affine, motion_kernel, tilt_matrix
+from .perturbation_ops import affine, motion_kernel, tilt_matrix
 from ..errors import UsageError
-from . import ops, rng
-from .weather import _gray
+from .kernels import ops, rng
+from .kernels.weather import gray
 
 REVISION = 2  # bump when a change here changes the bytes
 
@@ -251,7 +251,7 @@ def _snow(x, q, params, keys):
     layer = torch.where(layer < q["threshold"], torch.zeros_like(layer), layer)
     layer = (_to_levels(layer) / 255.0).to(x.dtype)  # the authors' 8-bit snow layer
     y = x / 255.0
-    base = q["mix"] * y + (1 - q["mix"]) * torch.maximum(y, _gray(y) * 1.5 + 0.5)
+    base = q["mix"] * y + (1 - q["mix"]) * torch.maximum(y, gray(y) * 1.5 + 0.5)
     out = []
     for angle in params:
         moving = _to_levels(_line_blur(layer, q["radius"], q["sigma"], angle)) / 255.0
@@ -290,11 +290,11 @@ def perturb(images: torch.Tensor, perturbation: str, seed: int = 0, schedule: st
     idx = list(range(n)) if indices is None else [int(i) for i in indices]
     if len(idx) != n:
         raise UsageError(f"{len(idx)} indices for {n} images; pass one index per image")
-    q, params = _PARAMS[schedule][p], frame_parameters(p, schedule)
+    q, params = PARAMS[schedule][p], frame_parameters(p, schedule)
     x = images.to(torch.float64 if p in _FLOAT64 else torch.float32,
                   memory_format=torch.contiguous_format)  # planes: see engine.corrupt
     if p in _NOISES or p == "snow":
-        keys = rng.image_keys(seed, p, _SCHEDULE_LEVEL[schedule], idx, images.device)
+        keys = rng.image_keys(seed, p, SCHEDULE_LEVEL[schedule], idx, images.device)
         return _noise(images, x, p, q, keys) if p in _NOISES else _snow(x, q, params, keys)
     if p == "translate":
         return _translate(images, params)

@@ -1,0 +1,1 @@
+"""Benchmarks and checks run from the command line (``poolbench bench ...``, ``poolbench check ...``)."""
