@@ -36,7 +36,7 @@ def one_line(exc: BaseException, with_type: bool = False) -> str:
     """The informative first line of an exception, at most 200 characters.
 
     Compile errors run to pages and load_state_dict puts a header line first, yet a user's
-    error must stay one line (architecture.md, conventions).
+    error must stay one line (ARCHITECTURE.md, conventions).
     """
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):

@@ -158,7 +158,7 @@ def torch_threads(count: int):
 
 def memory_format_for(device: str) -> torch.memory_format:
     # channels_last is several times faster for convolutions and pooling on CPU and on
-    # recent GPUs (liftpool.md, measured speed facts).
+    # recent GPUs (docs/liftpool.md, measured speed facts).
     return torch.channels_last
 
 

@@ -1,4 +1,4 @@
-"""The operator contract of pools.md as reusable checks.
+"""The operator contract of docs/pools.md as reusable checks.
 
 Plugin authors call ``check_pool("my_pool")`` (or the single checks) in their own tests;
 poolbench's test-suite runs every check over every registered operator.

@@ -1,4 +1,4 @@
-"""LiftPool (liftpool.md): registration and options, shapes, identities, the LeGall 5/3 oracle,
+"""LiftPool (docs/liftpool.md): registration and options, shapes, identities, the LeGall 5/3 oracle,
 exact inversion, parameters and the regularisation. Fast-vs-reference equivalence, gradcheck
 and the benchmark harness are in test_lift_fast.py."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The operators beyond the LiftPool paper's twelve (pools.md, "Beyond the twelve"): properties
+"""The operators beyond the LiftPool paper's twelve (docs/pools.md, "Beyond the twelve"): properties
 their papers claim, each checked against an expectation built independently of the operator's code.
 The float64 brute-force oracles are in test_pool_reference.py; the contract in test_pool_contract.py."""
 import doctest

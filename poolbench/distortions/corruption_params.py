@@ -5,7 +5,7 @@
 | ``cifar``        | 32x32       | ``ImageNet-C/create_c/make_cifar_c.py`` (CIFAR-10-C / CIFAR-100-C)   |
 | ``tinyimagenet`` | 64x64       | ``ImageNet-C/create_c/make_tinyimagenet_c.py`` (Tiny-ImageNet-C)    |
 | ``imagenet``     | 224x224     | ``imagecorruptions`` 1.1.5 (``make_imagenet_c.py``'s constants; its |
-|                |             | own elastic, pixelate and motion blur, see protocols.md)          |
+|                |             | own elastic, pixelate and motion blur, see docs/protocols.md)          |
 
 ``PARAMS[set][corruption]`` is the list of the five severities' constants, in the order the
 authors' functions unpack them (e.g. snow: loc, scale, zoom, threshold, blur radius, blur sigma,

@@ -1,7 +1,7 @@
 """Perturbation schedules (ImageNet-P / CIFAR-P style): frames and constants per schedule.
 
 A sequence is frames x_0..x_{n-1} of one image under a growing (or moving) perturbation;
-``perturb_sequences`` returns uint8 (N, frames, H, W, 3). Three schedules (``spec/protocols.md``
+``perturb_sequences`` returns uint8 (N, frames, H, W, 3). Three schedules (``docs/protocols.md``
 and the authors' generation scripts ``make_cifar_p.py`` / ``make_tinyimagenet_p.py`` /
 ``make_imagenet_p.py``), frame i:
 

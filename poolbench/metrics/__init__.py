@@ -1,6 +1,6 @@
 """Pure metric functions: arrays of predictions or logits in, plain floats out.
 
-Everything here follows ``spec/protocols.md`` (Hendrycks & Dietterich 2019 for CE/mCE and
+Everything here follows ``docs/protocols.md`` (Hendrycks & Dietterich 2019 for CE/mCE and
 FP/T5D, Zhang 2019 for shift consistency) and is tested against hand-computed numbers.
 
 Units: ``top1_error``/``topk_error`` and the per-severity errors ``E`` are fractions in [0, 1];

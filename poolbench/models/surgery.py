@@ -16,7 +16,7 @@ Policies
 
 Output sizes
 ------------
-Every operator maps H to H//2 (pools.md). The layers it replaces may not: a 3x3/2 pad-1 conv
+Every operator maps H to H//2 (docs/pools.md). The layers it replaces may not: a 3x3/2 pad-1 conv
 or max pool gives ceil(H/2). Each operator therefore sits in a ``PoolSite`` that knows the
 replaced layer's output-size rule and, only where the two differ (odd sizes), pads the input
 by replicating its last row/column (or crops it) so the output has exactly the baseline's

@@ -3,7 +3,7 @@ import importlib
 
 BUILTIN_MODULES = ("max", "avg", "skip", "blur", "mixed", "gated", "gauss", "spectral",
                    "wavelet", "dpp", "s3", "lift",
-                   # beyond the LiftPool paper's twelve (pools.md, "Beyond the twelve")
+                   # beyond the LiftPool paper's twelve (docs/pools.md, "Beyond the twelve")
                    "gfgp", "softpool", "lip", "polyphase", "asap")
 
 for _name in BUILTIN_MODULES:

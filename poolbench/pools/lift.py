@@ -1,5 +1,5 @@
 """LiftPool (Zhao & Snoek, ICLR 2021): LiftDownPool-1D/-2D and its exact inverse LiftUpPool,
-as specified in liftpool.md.
+as specified in docs/liftpool.md.
 
 One 1-D lifting along an axis:  x_e, x_o = x[0::2], x[1::2];  d = x_o - P(x_e);  s = x_e + U(d).
 2-D: horizontal lifting x -> (s, d), then vertical liftings s -> (LL, LH) and d -> (HL, HH), all

@@ -1,6 +1,6 @@
 /* LiftDownPool's native CPU kernel: float32, channels-last, the default branch structure
  * (depthwise K-tap conv, channel-wise 1x1 weight, no biases). Loaded by lift_native.py, which
- * compiles it on first use; the math is liftpool.md's (Eq. 4-5), the same as lift.py's
+ * compiles it on first use; the math is docs/liftpool.md's (Eq. 4-5), the same as lift.py's
  * reference:
  *
  *   P(e) = tanh(w1p * relu(conv_K(pad(e), wp)))     d = o - P(e)

@@ -66,7 +66,7 @@ def pad_axis(x: Tensor, before: int, after: int, mode: str, dim: int) -> Tensor:
 
 
 class LiftingBranch(nn.Module):
-    """The learned predictor P or updater U of liftpool.md (Eq. 4-5):
+    """The learned predictor P or updater U of docs/liftpool.md (Eq. 4-5):
     ``Tanh o Conv(k=1, groups=g2) o ReLU o Conv(K taps along the lifted axis, groups=g1)``,
     C -> C channels, the K-tap conv preceded by padding (``padding_mode``) on that axis.
 

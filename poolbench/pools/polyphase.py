@@ -17,7 +17,7 @@ global average at the end, a network is then exactly invariant to circular shift
 
 Both take ``max_first=true``: a 2x2 max at stride 1 over the periodic extension first, the way
 APS replaces a max-pooling layer (max at stride 1, then the subsampling, as in MaxBlurPool);
-the default is the bare sampling layer of pools.md. In the quick-preset convnet the bare layer
+the default is the bare sampling layer of docs/pools.md. In the quick-preset convnet the bare layer
 keeps one pixel in four and trains to about a third of max pooling's accuracy on `shapes`;
 with ``max_first=true`` it matches max pooling (reports/quick-default/report.md, the
 circular-padding shift table).
