@@ -1,5 +1,5 @@
 """Timing harness for LiftPool: ``poolbench bench lift [--threads N] [--repeats R]
-[--shapes NxCxHxW ...] [--layouts nchw,cl] [--json PATH]``; with ``--train``, the training step
+[--shapes NxCxHxW,...] [--layouts nchw,cl] [--json PATH]``; with ``--train``, the training step
 of the default backbone instead (``poolbench bench lift --train``).
 
 Times the forward pass (eval mode, no grad) and forward+backward (training mode, the task-like
@@ -17,29 +17,31 @@ lift/max ratio of the step: the cost of training with LiftPool over max pooling.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
-import sys
 from typing import Callable
 
+import click
 import torch
 
 from ..auxiliary import auxiliary_loss
 from ..config import TrainConfig
+from ..errors import UsageError
 from ..measure import CLOCKS, time_interleaved
 from ..registry import get_pool
 from ..training.loop import CLASSIFICATION, build_model, build_optimizer
+from ._command import CONTEXT, check_output_path, check_positive, run_command
 
 DEFAULT_SHAPES = ("32x64x56x56", "32x256x14x14")
 DEFAULT_POOLS = ("lift", "lift:impl=reference", "max")
+DEFAULT_TRAIN_POOLS = ("lift", "max")
 
 
 def parse_shape(text: str) -> tuple[int, int, int, int]:
     parts = text.lower().replace("*", "x").split("x")
     if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"shape {text!r} must look like NxCxHxW, e.g. 32x64x56x56")
+        raise UsageError(f"shape {text!r} must look like NxCxHxW, e.g. 32x64x56x56")
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
@@ -126,7 +128,7 @@ def _run(shapes, layouts, threads, repeats, warmup, pools, dtype, progress, cloc
     return rows
 
 
-def train_step_cases(pools=("lift", "max"), batch_size: int | None = None, model: str | None = None,
+def train_step_cases(pools=DEFAULT_TRAIN_POOLS, batch_size: int | None = None, model: str | None = None,
                      seed: int = 0) -> dict:
     """{pool: one training step of the default recipe's backbone with that pool}, on one shared
     batch of 32x32 images (uniform, like the [0, 1] images the trainers see) and labels."""
@@ -160,7 +162,7 @@ class _Classes:
         self.mean, self.std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
 
-def run_train_benchmark(pools=("lift", "max"), threads: int = 1, repeats: int = 10, warmup: int = 2,
+def run_train_benchmark(pools=DEFAULT_TRAIN_POOLS, threads: int = 1, repeats: int = 10, warmup: int = 2,
                         clock: str | None = None, batch_size: int | None = None,
                         model: str | None = None) -> dict:
     """{pool: TimingStats} of the training step, timed round-robin with ``threads`` threads."""
@@ -216,74 +218,94 @@ def format_table(lines: list[dict]) -> str:
     return "\n".join(out)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="poolbench bench lift",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
-    ap.add_argument("--repeats", type=int, default=15, help="timed rounds per case (default 15)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed calls per callable first")
-    ap.add_argument("--shapes", nargs="+", type=parse_shape, default=None,
-                    help=f"input shapes NxCxHxW (default {' '.join(DEFAULT_SHAPES)})")
-    ap.add_argument("--layouts", default="nchw,cl", help="comma list of nchw, cl (default both)")
-    ap.add_argument("--pools", default=";".join(DEFAULT_POOLS),
-                    help="';'-separated pool specs; the first is 'fast', the second 'reference', "
-                         "the third the baseline (default: lift;lift:impl=reference;max)")
-    ap.add_argument("--clock", choices=tuple(CLOCKS), default=None,
-                    help="wall (perf_counter), thread (CPU time of this thread; the default with "
-                         "--threads 1, robust on a shared machine) or process (CPU time, all "
-                         "threads); default: thread for 1 thread, else wall")
-    ap.add_argument("--json", metavar="PATH", help="also write the raw rows as JSON")
-    ap.add_argument("--train", action="store_true",
-                    help="time the training step of the default backbone with each pool instead "
-                         "(default pools: lift;max)")
-    args = ap.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1:
-        ap.error("--threads and --repeats must be >= 1")
-    if args.train:
-        return _main_train(args)
-    layouts = tuple(s.strip() for s in args.layouts.split(",") if s.strip())
-    if not layouts or any(l not in ("nchw", "cl") for l in layouts):
-        ap.error("--layouts takes nchw, cl or both")
-    pools = tuple(s.strip() for s in args.pools.split(";") if s.strip())
-    shapes = args.shapes or [parse_shape(s) for s in DEFAULT_SHAPES]
-    clock = args.clock or ("thread" if args.threads == 1 else "wall")
-    print(f"poolbench.tools.bench_lift: torch {torch.__version__}, threads={args.threads}, "
-          f"repeats={args.repeats}, clock={clock}, float32, "
-          f"{platform.processor() or platform.machine()}", flush=True)
-    rows = run_benchmark(shapes, layouts, args.threads, args.repeats, args.warmup, pools,
-                         progress=lambda m: print(m, file=sys.stderr, flush=True), clock=clock)
+def parse_shapes(values) -> list[tuple[int, int, int, int]]:
+    """``--shapes``, given once with a comma list or repeated."""
+    texts = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    return [parse_shape(t) for t in texts or DEFAULT_SHAPES]
+
+
+def parse_layouts(text: str) -> tuple[str, ...]:
+    layouts = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not layouts or any(lay not in ("nchw", "cl") for lay in layouts):
+        raise UsageError(f"--layouts takes nchw, cl or both as a comma list; got {text!r} (e.g. --layouts nchw,cl)")
+    return layouts
+
+
+def parse_pools(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    if text is None:
+        return default
+    pools = tuple(s.strip() for s in text.split(";") if s.strip())
+    if not pools:
+        raise UsageError(f"--pools names no pool; got {text!r} (e.g. --pools '{';'.join(default)}')")
+    return pools
+
+
+@click.command("lift", context_settings=CONTEXT, help=__doc__.split("\n\n")[0],
+               short_help="Time LiftPool's fast path against its reference and max pooling.")
+@click.option("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+@click.option("--repeats", type=int, default=15, help="timed rounds per case (default 15)")
+@click.option("--warmup", type=int, default=2, help="untimed calls per callable first (default 2)")
+@click.option("--shapes", multiple=True, metavar="NxCxHxW[,...]",
+              help=f"input shapes NxCxHxW, a comma list or the option repeated "
+                   f"(default {','.join(DEFAULT_SHAPES)})")
+@click.option("--layouts", default="nchw,cl", help="comma list of nchw, cl (default both)")
+@click.option("--pools", default=None, metavar="SPECS",
+              help="';'-separated pool specs; the first is 'fast', the second 'reference', the third "
+                   f"the baseline (default: {';'.join(DEFAULT_POOLS)}); with --train the last is the "
+                   f"baseline (default: {';'.join(DEFAULT_TRAIN_POOLS)})")
+@click.option("--clock", type=click.Choice(tuple(CLOCKS)), default=None,
+              help="wall (perf_counter), thread (CPU time of this thread; the default with --threads 1, "
+                   "robust on a shared machine) or process (CPU time, all threads); default: thread for "
+                   "1 thread, else wall")
+@click.option("--json", "json_path", metavar="PATH", default=None, help="also write the raw rows as JSON")
+@click.option("--train", is_flag=True,
+              help=f"time the training step of the default backbone with each pool instead "
+                   f"(default pools: {';'.join(DEFAULT_TRAIN_POOLS)})")
+def command(threads, repeats, warmup, shapes, layouts, pools, clock, json_path, train):
+    check_positive("--threads", threads)
+    check_positive("--repeats", repeats)
+    check_positive("--warmup", warmup, minimum=0)
+    check_output_path("--json", json_path)
+    clock = clock or ("thread" if threads == 1 else "wall")
+    if train:
+        _train(parse_pools(pools, DEFAULT_TRAIN_POOLS), threads, repeats, warmup, clock, json_path)
+        return
+    layouts = parse_layouts(layouts)
+    pools = parse_pools(pools, DEFAULT_POOLS)
+    shapes = parse_shapes(shapes)
+    click.echo(f"poolbench bench lift: torch {torch.__version__}, threads={threads}, repeats={repeats}, "
+               f"clock={clock}, float32, {platform.processor() or platform.machine()}")
+    rows = run_benchmark(shapes, layouts, threads, repeats, warmup, pools,
+                         progress=lambda m: click.echo(m, err=True), clock=clock)
     fast, ref, base = (pools + (None, None, None))[:3]
-    print(format_table(ratio_table(rows, fast, ref, base)))
-    print("medians (min in the '(min)' columns); ref/fast = speed-up of the fast path; "
-          "lift/max = fast LiftPool time over MaxPool2d time. On a shared machine compare the "
-          "ratios, which are measured round-robin in one run.")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "repeats": args.repeats, "clock": clock,
+    click.echo(format_table(ratio_table(rows, fast, ref, base)))
+    click.echo("medians (min in the '(min)' columns); ref/fast = speed-up of the fast path; "
+               "lift/max = fast LiftPool time over MaxPool2d time. On a shared machine compare the "
+               "ratios, which are measured round-robin in one run.")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"threads": threads, "repeats": repeats, "clock": clock,
                        "torch": torch.__version__, "rows": rows}, fh, indent=2)
-    return 0
 
 
-def _main_train(args) -> int:
-    given = args.pools != ";".join(DEFAULT_POOLS)
-    pools = tuple(s.strip() for s in args.pools.split(";") if s.strip()) if given else ("lift", "max")
-    clock = args.clock or ("thread" if args.threads == 1 else "wall")
-    print(f"poolbench.tools.bench_lift --train: torch {torch.__version__}, threads={args.threads}, "
-          f"repeats={args.repeats}, clock={clock}, backbone {TrainConfig().model}, batch "
-          f"{TrainConfig().batch_size}, 32x32, {platform.processor() or platform.machine()}", flush=True)
-    stats = run_train_benchmark(pools, args.threads, args.repeats, args.warmup, clock)
+def _train(pools, threads, repeats, warmup, clock, json_path) -> None:
+    click.echo(f"poolbench bench lift --train: torch {torch.__version__}, threads={threads}, "
+               f"repeats={repeats}, clock={clock}, backbone {TrainConfig().model}, batch "
+               f"{TrainConfig().batch_size}, 32x32, {platform.processor() or platform.machine()}")
+    stats = run_train_benchmark(pools, threads, repeats, warmup, clock)
     base = pools[-1]
     for spec, st in stats.items():
-        print(f"{spec:>24s}  step {1e3 * st.median:8.1f} ms (min {1e3 * st.min:7.1f})  "
-              f"{spec}/{base} {st.median / stats[base].median:5.2f}x (min {st.min / stats[base].min:5.2f}x)")
-    print("medians of round-robin rounds (min in brackets); the ratios are the comparison on a "
-          "shared machine.")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "clock": clock, "torch": torch.__version__,
+        click.echo(f"{spec:>24s}  step {1e3 * st.median:8.1f} ms (min {1e3 * st.min:7.1f})  "
+                   f"{spec}/{base} {st.median / stats[base].median:5.2f}x "
+                   f"(min {st.min / stats[base].min:5.2f}x)")
+    click.echo("medians of round-robin rounds (min in brackets); the ratios are the comparison on a "
+               "shared machine.")
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump({"threads": threads, "clock": clock, "torch": torch.__version__,
                        "train_step": {k: v.summary() for k, v in stats.items()}}, fh, indent=2)
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv=None) -> int:
+    """``poolbench bench lift`` on ``argv``: the exit code (2 for bad input, as one line)."""
+    return run_command(command, argv, "poolbench bench lift", "bench_lift")

@@ -3,7 +3,7 @@
 [--results PATH] [--json PATH]``
 
 The torch engine's images are tested against the reference's pixel by pixel
-(tests/test_corrupt_equivalence.py); this check asks what a benchmark reader cares about: one
+(``test_corrupt_equivalence.py``); this check asks what a benchmark reader cares about: one
 trained model (the suites' cached checkpoint, trained once) is evaluated by the robustness
 suite on the corrupted test set of each engine, for every corruption the torch engine
 implements and every severity, and the top-1 error on the torch set is compared with the 95%
@@ -14,20 +14,20 @@ store, so a rerun reads them back.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
+import click
 import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
 from .. import api
 from ..distortions.corruption_torch import IMPLEMENTED
-from ..errors import PoolbenchError, one_line
+from ..errors import PoolbenchError
 from ..metrics.uncertainty import CONFIDENCE, N_RESAMPLES, paired_bootstrap
 from ..store import ResultStore
 from ..suites.intervals import BOOTSTRAP_SEED, wrong_top1
+from ._command import CONTEXT, check_output_path, check_positive, run_command
 
 ENGINES = ("reference", "torch")
 
@@ -36,10 +36,10 @@ def evaluate(engine: str, pool: str, **run_args) -> dict[str, np.ndarray]:
     """The stored per-image predictions of ``pool`` on the set made by ``engine``."""
     result = api.run("robustness", pools=[pool], corruption_engine=engine, **run_args)
     if result.errors:
-        raise SystemExit(f"check_corrupt: the {engine} evaluation failed: {result.errors[0]['error']}")
+        raise PoolbenchError(f"the {engine} evaluation failed: {result.errors[0]['error']}")
     hashes = {r["config_hash"] for r in result.rows if r["pool"] == result.pools[0]}
     if len(hashes) != 1:
-        raise SystemExit(f"check_corrupt: pass one seed (got {len(hashes)} cells for {pool})")
+        raise PoolbenchError(f"{len(hashes)} cells for {pool} where one was expected; pass one seed")
     return ResultStore(result.results).arrays("robustness", hashes.pop())
 
 
@@ -64,45 +64,47 @@ def compare(reference: dict[str, np.ndarray], torch_set: dict[str, np.ndarray],
     return pd.DataFrame(rows)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="poolbench check corrupt", description=__doc__.split("\n\n")[1])
-    ap.add_argument("--pool", default="max")
-    ap.add_argument("--preset", default=None, help="preset of the trained model (default quick)")
-    ap.add_argument("--seed", type=int, default=0, help="training seed of the model")
-    ap.add_argument("--data-seed", type=int, default=None,
-                    help="seed of the corrupted sets (default 0); another one asks whether a miss recurs")
-    ap.add_argument("--subset", type=int, default=None, help="test images (default: the preset's)")
-    ap.add_argument("--corruption-params", default="auto")
-    ap.add_argument("--results", default="results")
-    ap.add_argument("--json", default=None, help="also write the table here")
-    args = ap.parse_args(argv)
-    run_args = dict(preset=args.preset, seed=args.seed, data_seed=args.data_seed, subset=args.subset,
-                    results=args.results,
-                    corruptions=",".join(IMPLEMENTED), corruption_params=args.corruption_params,
-                    reference=args.pool, progress=False)
-    try:
-        sets = {engine: evaluate(engine, args.pool, **run_args) for engine in ENGINES}
-    except PoolbenchError as exc:  # bad input: one line, as the CLI prints it
-        print(f"check_corrupt: {one_line(exc)}", file=sys.stderr)
-        return 2
+@click.command("corrupt", context_settings=CONTEXT, help=__doc__.split("\n\n")[1],
+               short_help="Does the torch corruption engine change a trained model's error?")
+@click.option("--pool", default="max", help="pool spec of the trained model (default max)")
+@click.option("--preset", default=None, help="preset of the trained model (default quick)")
+@click.option("--seed", type=int, default=0, help="training seed of the model (default 0)")
+@click.option("--data-seed", type=int, default=None,
+              help="seed of the corrupted sets (default 0); another one asks whether a miss recurs")
+@click.option("--subset", type=int, default=None, help="test images (default: the preset's)")
+@click.option("--corruption-params", default="auto",
+              help="parameter set of the generated corruptions: auto, cifar, tinyimagenet or imagenet "
+                   "(default auto)")
+@click.option("--results", default="results", metavar="PATH", help="result store (default ./results)")
+@click.option("--json", "json_path", metavar="PATH", default=None, help="also write the table here")
+def command(pool, preset, seed, data_seed, subset, corruption_params, results, json_path):
+    check_positive("--subset", subset)
+    check_output_path("--json", json_path)
+    run_args = dict(preset=preset, seed=seed, data_seed=data_seed, subset=subset, results=results,
+                    corruptions=",".join(IMPLEMENTED), corruption_params=corruption_params,
+                    reference=pool, progress=False)
+    sets = {engine: evaluate(engine, pool, **run_args) for engine in ENGINES}
     table = compare(sets["reference"], sets["torch"])
     shown = table.copy()
     shown["reference error"] = [f"{v:.1f} [{lo:.1f}, {hi:.1f}]" for v, lo, hi in
                                 zip(table["reference error"], table["reference lo"], table["reference hi"])]
     shown["Δ"] = [f"{v:+.1f} [{lo:+.1f}, {hi:+.1f}]" for v, lo, hi in zip(table["Δ"], table["Δ lo"], table["Δ hi"])]
     shown = shown.drop(columns=["reference lo", "reference hi", "Δ lo", "Δ hi"])
-    print(tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f"))
+    click.echo(tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f"))
     n = len(sets["reference"]["labels"])
     inside = int(table["inside"].sum())
-    print(f"\n{args.pool}, seed {args.seed}, data seed {args.data_seed or 0}, {n} test images: the torch error lies inside the "
-          f"{int(CONFIDENCE * 100)}% paired-bootstrap interval ({N_RESAMPLES} resamples) of the "
-          f"reference error at {inside} of {len(table)} (corruption, severity); mean |Δ| "
-          f"{table['Δ'].abs().mean():.2f} points, largest {table['Δ'].abs().max():.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
+    click.echo(f"\n{pool}, seed {seed}, data seed {data_seed or 0}, {n} test images: the torch error lies "
+               f"inside the {int(CONFIDENCE * 100)}% paired-bootstrap interval ({N_RESAMPLES} resamples) "
+               f"of the reference error at {inside} of {len(table)} (corruption, severity); mean |Δ| "
+               f"{table['Δ'].abs().mean():.2f} points, largest {table['Δ'].abs().max():.2f}")
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(table.to_dict(orient="records"), f, indent=1)
-    return 0 if inside == len(table) else 1
+    if inside < len(table):
+        raise click.exceptions.Exit(1)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv=None) -> int:
+    """``poolbench check corrupt`` on ``argv``: the exit code (1 when a torch error lies outside
+    its interval, 2 for bad input, as one line)."""
+    return run_command(command, argv, "poolbench check corrupt", "check_corrupt")
