@@ -16,16 +16,6 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
         monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread for a module of tiny-tensor tests: intra-op threads only add overhead,
-    and much more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def cli(capsys):
     """The CLI in this process: (exit code, stdout, stderr)."""

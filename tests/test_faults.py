@@ -28,7 +28,7 @@ from poolbench.errors import PoolbenchError, UsageError
 from poolbench.lifeline import alive
 from poolbench.suites.robustness import RobustnessSuite
 
-from test_data_datasets import write_cifar10, write_tree
+from helpers import write_cifar10, write_tree
 
 POOLBENCH = str(Path(sys.executable).with_name("poolbench"))
 TINY = ["--epochs", "1", "--train-size", "256", "--test-size", "64", "--batch-size", "64", "--seeds", "1"]

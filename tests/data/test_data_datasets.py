@@ -1,14 +1,13 @@
 """Real dataset loaders, fed small files written here in the real formats."""
-import io
-import pickle
-import struct
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import helpers
 import poolbench.data.datasets as ds
+from helpers import dump_pickle, write_cifar100, write_tree
+from helpers import write_image as _image
 from poolbench.data import describe_datasets, list_datasets, load_dataset, load_segmentation_dataset
 from poolbench.errors import UsageError
 
@@ -35,70 +34,15 @@ def no_download(monkeypatch):
 # ------------------------------------------------------------------------------------------
 # CIFAR: the python-version pickles (bytes keys, uint8 (N, 3072) rows R..G..B planes)
 # ------------------------------------------------------------------------------------------
-class Py2Pickler(pickle._Pickler):
-    """Writes what Python 2's cPickle wrote for the official files: protocol 2, every str as a
-    byte string (so keys load as b'data' with encoding='bytes'), numpy.core module names."""
-
-    dispatch = dict(pickle._Pickler.dispatch)
-
-    def save_py2_str(self, obj):
-        if isinstance(obj, str):
-            obj = obj.encode("latin1")
-        n = len(obj)
-        head = pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)
-        self.write(head + obj)
-        self.memoize(obj)
-
-    dispatch[bytes] = save_py2_str
-    dispatch[str] = save_py2_str
-
-
 PY3_PICKLES = False  # switched by the py3 variant of the read test
 
 
 def _dump(path, obj):
-    if PY3_PICKLES:
-        path.write_bytes(pickle.dumps(obj, protocol=4))
-        return
-    buf = io.BytesIO()
-    Py2Pickler(buf, protocol=2).dump(obj)
-    path.write_bytes(buf.getvalue().replace(b"numpy._core.", b"numpy.core."))
-
-
-def _batch(rng, n, label_key, num_classes, extra=None):
-    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, num_classes, n)]
-    entry = {b"batch_label": b"training batch", b"data": data, label_key: labels,
-             b"filenames": [f"img_{i}.png".encode() for i in range(n)]}
-    entry.update(extra or {})
-    return entry
+    dump_pickle(path, obj, py3=PY3_PICKLES)
 
 
 def write_cifar10(root, n=6, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    written = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        written[name] = _batch(rng, n, b"labels", 10)
-        _dump(folder / name, written[name])
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    _dump(folder / "batches.meta", {b"num_cases_per_batch": n, b"label_names": names, b"num_vis": 3072})
-    return folder, written
-
-
-def write_cifar100(root, n=8, seed=0):
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True)
-    written = {}
-    for name in ("train", "test"):
-        coarse = {b"coarse_labels": [int(v) for v in rng.integers(0, 20, n)]}
-        written[name] = _batch(rng, n, b"fine_labels", 100, coarse)
-        _dump(folder / name, written[name])
-    _dump(folder / "meta", {b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
-                            b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]})
-    return folder, written
+    return helpers.write_cifar10(root, n, seed, py3=PY3_PICKLES)
 
 
 @pytest.mark.parametrize("py3", [False, True], ids=["py2-pickles", "py3-pickles"])
@@ -223,20 +167,6 @@ def test_cifar_pickles_cannot_run_code(tmp_path, no_download):
 # ------------------------------------------------------------------------------------------
 # class-per-folder trees
 # ------------------------------------------------------------------------------------------
-def _image(path, rng, size=(40, 30), mode="RGB"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(path)
-
-
-def write_tree(root, classes=("cat", "dog", "emu"), per_class=5, seed=0):
-    rng = np.random.default_rng(seed)
-    for c in classes:
-        for i in range(per_class):
-            ext = "png" if i % 2 == 0 else "JPEG"
-            _image(root / c / f"{c}_{i}.{ext}", rng, mode="L" if i == 1 else "RGB")
-
-
 def test_imagefolder_train_val_layout(tmp_path):
     write_tree(tmp_path / "train", per_class=4)
     write_tree(tmp_path / "val", classes=("cat", "emu"), per_class=2, seed=1)

@@ -7,9 +7,6 @@ from poolbench.testing import CONTRACT_CHECKS
 POOLS = poolbench.list_pools()
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.mark.parametrize("check", list(CONTRACT_CHECKS))
 @pytest.mark.parametrize("pool", POOLS)
 def test_contract(pool, check):

@@ -1,6 +1,7 @@
 """LiftPool (docs/liftpool.md): registration and options, shapes, identities, the LeGall 5/3 oracle,
-exact inversion, parameters and the regularisation. Fast-vs-reference equivalence, gradcheck
-and the benchmark harness are in test_lift_fast.py."""
+exact inversion, parameters and the regularisation. Fast-vs-reference equivalence and gradcheck
+are in test_lift_fast.py, the native kernel in test_lift_native.py, the benchmark harness in
+tools/test_bench_lift.py."""
 from __future__ import annotations
 
 import math

@@ -22,9 +22,6 @@ NEW = ("gfgp", "softpool", "lip", "aps", "lps", "asap")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def pool(spec, channels=3, dtype=torch.float64, train=False, seed=0):
     torch.manual_seed(seed)
     return poolbench.get_pool(spec, channels).to(dtype).train(train)

@@ -15,9 +15,6 @@ FAMILIES = ("skip", "blur", "mixed", "gated", "gauss", "spectral", "wavelet", "d
 SIZES = [(2, 2), (3, 3), (2, 5), (5, 7), (6, 6), (8, 6), (9, 4)]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def pool(spec, channels=3, dtype=torch.float64, train=False, seed=0):
     torch.manual_seed(seed)
     return poolbench.get_pool(spec, channels).to(dtype).train(train)

@@ -9,13 +9,15 @@ import warnings
 import pytest
 import torch
 
+from helpers import OPTION_GRID
+from helpers import option_ids as _ids
 from poolbench import auxiliary_loss, get_pool
 from poolbench.pools import lift_fast, lift_native
 from poolbench.pools.lift import LiftDownPool1d
-from test_lift_fast import OPTION_GRID, _ids
 
-needs_kernel = pytest.mark.skipif(lift_native.library() is None,
-                                  reason=f"native kernel unavailable: {lift_native.why()}")
+# the kernel is built by the first test that asks for it (the native_kernel fixture in
+# conftest.py), never while pytest collects
+needs_kernel = pytest.mark.usefixtures("native_kernel")
 
 
 class _Spy:

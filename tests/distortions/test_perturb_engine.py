@@ -31,7 +31,7 @@ from poolbench.errors import UsageError
 from poolbench.runner import RunReport
 from poolbench.suites.perturbation import SUITE, PerturbationOptions
 
-from _images import pattern, photos, psnr
+from helpers import pattern, photos, psnr
 
 torch.set_num_threads(1)
 

@@ -25,7 +25,7 @@ from poolbench.distortions.kernels import weather
 from poolbench.distortions.corruption_params import constants
 from poolbench.distortions.cache import item_seed
 
-from _images import pattern, photos, psnr
+from helpers import pattern, photos, psnr
 
 # ImageNet's 224x224 cases take a few seconds each: slow
 SETS = [("cifar", 32), ("tinyimagenet", 64), pytest.param("imagenet", 224, marks=pytest.mark.slow)]

@@ -1,6 +1,7 @@
 """LiftPool's fast path (impl="fast") against the plain reference (impl="reference"): forward,
 backward (input and every parameter), auxiliary losses, inference mode, NCHW and channels_last;
-float64 gradcheck of both; the timing harness."""
+float64 gradcheck of both. The benchmark harness (``poolbench bench lift``) is tested in
+tools/test_bench_lift.py, the timers in measure/test_timing.py."""
 from __future__ import annotations
 
 import itertools
@@ -9,9 +10,9 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from helpers import OPTION_GRID
+from helpers import option_ids as _ids
 from poolbench import auxiliary_loss, get_pool
-from poolbench.tools.bench_lift import format_table, main as bench_main, ratio_table, run_benchmark
-from poolbench.measure import time_callable, time_interleaved
 from poolbench.pools.lift import LiftDownPool1d
 
 
@@ -56,31 +57,6 @@ def _assert_same(ref, fast, x, train=True, rtol=1e-10, atol=1e-10, seed=0):
     assert tr.keys() == tf.keys()
     for k in tr:
         assert tf[k] == pytest.approx(tr[k], rel=max(rtol, 1e-12), abs=atol)
-
-
-OPTION_GRID = [
-    dict(),
-    dict(kernel_size=3),
-    dict(kernel_size=7, padding_mode="replicate"),
-    dict(kernel_size=2, padding_mode="circular"),
-    dict(kernel_size=4, padding_mode="zeros"),
-    dict(kernel_size=1),
-    dict(g1=1),
-    dict(g1=2, g2=2),
-    dict(g2=1, bias=True),
-    dict(bias=True),
-    dict(bands="LL"),
-    dict(bands="HL+HH"),
-    dict(bands="concat"),
-    dict(loss="l2"),
-    dict(loss_on="first"),
-    dict(odd="pad"),
-    dict(lambda_u=0.0, lambda_p=2.0),
-]
-
-
-def _ids(o):
-    return ",".join(f"{k}={v}" for k, v in o.items()) or "default"
 
 
 @pytest.mark.parametrize("opts", OPTION_GRID, ids=_ids)
@@ -248,34 +224,6 @@ def test_fast_is_first_order_only():
                                         rtol=1e-4, fast_mode=True)
 
 
-# --- the timing harness ---------------------------------------------------------------------
-
-def test_time_callable_and_interleaved():
-    calls = []
-    st = time_callable(lambda: calls.append(1), repeats=5, warmup=2)
-    assert st.n == 5 and len(calls) == 7 and st.min <= st.median
-    res = time_interleaved({"a": lambda: None, "b": lambda: sum(range(1000))}, repeats=3,
-                           warmup=0, clock="thread")
-    assert set(res) == {"a", "b"} and all(r.n == 3 for r in res.values())
-    assert set(st.summary()) >= {"median_s", "min_s", "n"}
-
-
-def test_benchmark_rows_and_table(capsys):
-    rows = run_benchmark(shapes=["2x4x8x8"], layouts=("nchw", "cl"), threads=1, repeats=2,
-                         warmup=1)
-    assert {(r["layout"], r["pass"], r["pool"]) for r in rows} == {
-        (lay, p, pool) for lay in ("nchw", "cl") for p in ("fwd", "fwd+bwd")
-        for pool in ("lift", "lift:impl=reference", "max")}
-    lines = ratio_table(rows)
-    assert len(lines) == 4 and all("ref/fast" in ln and "lift/max" in ln for ln in lines)
-    text = format_table(lines)
-    assert "ref/fast" in text and "2x4x8x8" in text
-    assert bench_main(["--shapes", "1x4x6x6", "--repeats", "1", "--warmup", "0",
-                       "--layouts", "cl"]) == 0
-    out = capsys.readouterr().out
-    assert "threads=1" in out and "1x4x6x6" in out
-
-
 # --- mixed precision, torch.compile, the fused path ------------------------------------------------
 
 def _conv_lift(impl, seed=0, channels=16):
@@ -343,13 +291,3 @@ def test_fast_path_on_cuda_matches_the_reference():
     ref, fast = ref.cuda(), fast.cuda()
     x = torch.randn(4, 16, 24, 24, device="cuda").contiguous(memory_format=torch.channels_last)
     _assert_same(ref, fast, x, train=True, rtol=2e-4, atol=2e-5)
-
-
-def test_training_step_benchmark_prints_lift_over_max(capsys):
-    from poolbench.tools.bench_lift import run_train_benchmark
-
-    stats = run_train_benchmark(("lift", "max"), repeats=2, warmup=0, batch_size=16)
-    assert set(stats) == {"lift", "max"} and all(s.n == 2 and s.median > 0 for s in stats.values())
-    assert bench_main(["--train", "--repeats", "1", "--warmup", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "lift/max" in out and "backbone convnet, batch 128" in out
