@@ -1,6 +1,5 @@
 """poolbench: a reproducible benchmark suite for pooling layers in ConvNets, built around LiftPool."""
-from .version import __version__
-
+from . import pools  # the built-in operators register as they import: explicitly, first
 from .api import RunResult, run
 from .auxiliary import auxiliary_loss
 from .errors import PoolbenchError, UsageError
@@ -19,6 +18,7 @@ from .registry import (
     register_spec,
 )
 from .store import load_results
+from .version import __version__
 
 __all__ = [
     "__version__", "Paper", "PoolSpec", "PoolbenchError", "RunResult", "UsageError", "auxiliary_loss",

@@ -4,11 +4,15 @@ Everything a run does lives here, so that the command line and a Python session 
 rows and the same table: options typed and validated at this boundary (preset table < flags),
 pool specs made canonical, the reference pools a suite needs added, training configs crossed
 with seeds, the cells run through an executor and the stored rows turned into the suite's view.
+
+The keywords ``run`` accepts are declared once, as fields: :class:`RunOptions` (where and how a
+run happens, and the [train] recipe's overrides), ``training.runtime.TrainSettings`` (how models
+train here) and the suite's own ``Options``. The command line's flags are generated from the
+same fields.
 """
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,29 +20,67 @@ from typing import Any, Callable
 import pandas as pd
 
 from .atomic import append_line
-from .config import env_default, load_preset, seeds_of, train_config
+from .config import TrainConfig, env_default, load_preset, seeds_of, train_config
 from .data import dataset_fingerprint
 from .data.fingerprint import folder_fingerprint
-from .training.runtime import check_amp, default_amp
 from .errors import UsageError
-from .ranges import check_value
+from .models import PADDINGS, model_spec
+from .options import build_options, option
 from .process import init_distributed, is_main_process, resolve_device
+from .ranges import check_value
 from .registry import canonical_spec
-from .runner import Executor, RunContext, run_cells
+from .runner import EXECUTORS, RunContext, run_cells
 from .store import ResultStore
-from .suites import SuiteName, get_suite
+from .suites import get_suite
 from .suites.intervals import ONE_SEED_NOTE
+from .training.runtime import AMP_MODES, TrainSettings, check_amp, default_amp
 
-# flags of every run that set the [train] recipe; a suite whose Options has a field of the
-# same name (SegNet's own recipe, the efficiency cell's device) takes the flag too
-TRAIN_FLAGS = ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size", "data_seed")
+# run options that a suite whose Options has a field of the same name takes too (SegNet's own
+# recipe, the efficiency cell's device and threads)
+SHARED_WITH_SUITES = ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size",
+                      "data_seed", "device", "threads")
+# the run options that override the preset's [train] recipe
+TRAIN_OVERRIDES = ("model", "dataset", "epochs", "batch_size", "lr", "train_size", "test_size", "data_seed")
 
 
-def _enum(kind: type[enum.Enum], value, what: str):
-    try:
-        return kind(value.value if isinstance(value, enum.Enum) else str(value))
-    except ValueError:
-        raise UsageError(f"unknown {what} {value!r}; choose one of {', '.join(m.value for m in kind)}") from None
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how a run happens, and the overrides of the preset's [train] recipe."""
+
+    preset: str | None = option(None, "Preset name in suites/ (quick, cifar100-vgg13, ...) or a TOML file.",
+                                flag=("--preset", "--config"))
+    model: str | None = option(None, "Backbone (default from the preset: convnet).")
+    padding: str | None = option(None, "Padding of the backbone's convs (default zeros): sets the model's "
+                                 "option, e.g. convnet:padding=circular.", choices=PADDINGS)
+    dataset: str | None = option(None, "shapes | photos | cifar10 | cifar100 | imagefolder:PATH.")
+    data_root: str | None = option(None, "Where datasets live.")
+    epochs: int | None = option(None, "Override the preset's epochs.")
+    batch_size: int | None = option(None, "Override the preset's batch size.")
+    lr: float | None = option(None, "Override the preset's learning rate.")
+    train_size: int | None = option(None, "Generated data: training images.")
+    test_size: int | None = option(None, "Generated data: test images.")
+    seed: int | None = option(None, "One run seed (default: the preset's seeds).", low=0)
+    seeds: str | None = option(None, "Training seeds: 0,1,2 or a count (3 = 0,1,2); the data seed "
+                               "stays fixed.", metavar="LIST|COUNT")
+    data_seed: int | None = option(None, "Seed of the generated data, corruptions, perturbations and "
+                                   "shifts (default 0).")
+    device: str | None = option(None, "cpu (default) or cuda[:N].")
+    results: str | None = option(None, "Result store (default ./results, or POOLBENCH_RESULTS).")
+    executor: str = option("sequential", "Where cells run.", choices=EXECUTORS)
+    workers: int = option(2, "Processes for --executor process.", low=1)
+    threads: int | None = option(None, "torch threads per process (default: POOLBENCH_THREADS, else "
+                                 "the free cores shared among the workers).", low=1)
+    amp: str | None = option(None, "Mixed-precision training (default bf16 on CUDA, off on CPU); part "
+                             "of the recipe.", choices=AMP_MODES)
+    checkpoint: str | None = option(None, "Evaluate this trained model instead of training (one pool).")
+    progress: bool = option(True, "Progress bars.")
+    command: str | None = option(None, "The line recorded in <results>/commands.log (default: this "
+                                 "call).", cli=False)
+
+
+def option_classes(suite: str) -> tuple[type, ...]:
+    """The dataclasses whose fields ``run(suite, ...)`` takes as keywords, in precedence order."""
+    return RunOptions, TrainSettings, get_suite(suite).Options
 
 
 @dataclass
@@ -64,85 +106,90 @@ class RunResult:
         return pd.DataFrame(self.rows)
 
 
-def run(suite: str | SuiteName, pools: list[str] | tuple[str, ...] | str | None = None, *,
-        preset: str | None = None, seed: int | None = None, seeds=None, data_seed: int | None = None,
-        model: str | None = None,
-        dataset: str | None = None, data_root: str | None = None, epochs: int | None = None,
-        batch_size: int | None = None, lr: float | None = None, train_size: int | None = None,
-        test_size: int | None = None, device: str | None = None, results: str | None = None,
-        executor: str | Executor = Executor.SEQUENTIAL, workers: int = 2, threads: int | None = None,
-        checkpoint: str | None = None, progress: bool = True, command: str | None = None,
-        log: Callable[[str], None] | None = None, amp: str | None = None,
-        checkpoint_minutes: float = 10.0, loader_workers: int | None = None,
-        eval_every: int | None = None, compile_training: bool = False, **options) -> RunResult:
+def _split(suite_obj, options: dict[str, Any]) -> tuple[RunOptions, TrainSettings, dict[str, Any]]:
+    """``options`` taken apart: the run's, the training settings and the suite's own."""
+    run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    suite_fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
+    unknown = sorted(set(options) - run_fields - train_fields - suite_fields)
+    if unknown:
+        accepted = sorted(run_fields | train_fields | suite_fields)
+        raise UsageError(f"unknown {suite_obj.name} option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}; accepted: {', '.join(accepted)}")
+    run_opts = build_options(RunOptions, {k: v for k, v in options.items() if k in run_fields}, "run")
+    settings = build_options(TrainSettings, {k: v for k, v in options.items() if k in train_fields},
+                             "training")
+    own = {k: v for k, v in options.items() if k in suite_fields and k not in run_fields}
+    return run_opts, settings, own
+
+
+def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
+        log: Callable[[str], None] | None = None, **options) -> RunResult:
     """Run one suite for ``pools`` (specs such as ``"lift:kernel_size=7"``; default ``max``).
 
-    ``preset`` names a preset in ``suites/`` or a TOML file; the keyword arguments above set
-    the [train] recipe and where and how cells run; ``**options`` are the suite's own (e.g.
-    ``reference="avg"``, ``corruptions="gaussian_noise,fog"``) and win over the preset's table.
-    Finished cells come from the store under ``results``; the rest are computed and stored.
-    ``command`` is the line recorded in ``<results>/commands.log`` (default: this call).
-    ``amp`` (off | bf16 | fp16; default bf16 on CUDA, off elsewhere) is part of the recipe; the
-    other training keywords say how it runs here (``engine.TrainSettings``).
+    ``options`` are the fields of :class:`RunOptions` (``preset``, ``seeds``, ``epochs``,
+    ``results``, ``executor``...), of ``TrainSettings`` (``checkpoint_minutes``...) and of the
+    suite's ``Options`` (e.g. ``reference="avg"``, ``corruptions="gaussian_noise,fog"``), which win
+    over the preset's table. Finished cells come from the store under ``results``; the rest are
+    computed and stored. ``amp`` (off | bf16 | fp16; default bf16 on CUDA, off elsewhere) is part
+    of the recipe. ``log`` receives the progress lines (default: stderr).
 
     >>> result = poolbench.run("robustness", pools=["lift"])   # doctest: +SKIP
     >>> result.table                                           # the table the CLI prints
     """
     suite_obj = get_suite(suite)
     name = suite_obj.name
-    executor = _enum(Executor, executor, "executor").value
-    check_value("workers", workers, low=1)
-    check_value("threads", threads, low=1)
-    if not suite_obj.parallel and executor != Executor.SEQUENTIAL.value:
+    opt, settings, own = _split(suite_obj, options)
+    if not suite_obj.parallel and opt.executor != "sequential":
         raise UsageError(f"{name} times pools side by side: use --executor sequential")
-    preset_data = load_preset(preset)
+    preset_data = load_preset(opt.preset)
     named = (pools,) if isinstance(pools, str) else tuple(pools or ())
     user_pools = [canonical_spec(p) for p in named] or ["max"]  # unknown names fail here, before work
-    if checkpoint and len(set(user_pools)) > 1:
+    if opt.checkpoint and len(set(user_pools)) > 1:
         raise UsageError("--checkpoint evaluates one model: pass exactly one --pool")
-    device = resolve_device(device)
+    device = resolve_device(opt.device)
+    model = opt.model
+    if opt.padding:
+        # a backbone option: it rides in the model name, which configs, hashes and rows record
+        model = model_spec(model or preset_data["train"].get("model", TrainConfig.model), opt.padding)
+    flags = {**{k: getattr(opt, k) for k in SHARED_WITH_SUITES}, "model": model, "device": device}
 
-    flags = {"model": model, "dataset": dataset, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-             "data_seed": data_seed,
-             "train_size": train_size, "test_size": test_size, "device": device, "threads": threads}
     fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
     values = {**suite_obj.pool_defaults(named), **preset_data.get(name, {})}
     values.update({k: v for k, v in flags.items() if k in fields and v is not None})
-    if seed is not None and seeds is not None:
+    if opt.seed is not None and opt.seeds is not None:
         raise UsageError("pass --seed N (one seed) or --seeds LIST|COUNT, not both")
-    run_seeds = [seed] if seed is not None else parse_seeds(seeds)
+    run_seeds = [opt.seed] if opt.seed is not None else parse_seeds(opt.seeds)
     if run_seeds is not None and "seeds" in fields:
         values["seeds"] = run_seeds
-    values.update({k: v for k, v in options.items() if v is not None})
+    values.update({k: v for k, v in own.items() if v is not None})
     opts = suite_obj.options(values)
 
     all_pools = list(dict.fromkeys(user_pools + [canonical_spec(p) for p in suite_obj.extra_pools(opts)]))
-    overrides = {k: flags[k] for k in TRAIN_FLAGS}
+    overrides = {k: flags[k] for k in TRAIN_OVERRIDES}
     # mixed precision changes the weights, so it is in the recipe: the flag, else the preset's,
     # else the device's default
-    overrides["amp"] = check_amp(amp or preset_data.get("train", {}).get("amp") or default_amp(device))
+    overrides["amp"] = check_amp(opt.amp or preset_data.get("train", {}).get("amp") or default_amp(device))
     configs = [train_config(preset_data, p, s, overrides) for p in all_pools
                for s in (run_seeds or seeds_of(preset_data, None))]
     init_distributed(device)
     ctx = RunContext(
-        results=str(results or env_default("results", "results")), device=device, data_root=data_root,
-        progress=progress, checkpoint=checkpoint, threads=threads, workers=workers,
-        extra={"slurm": preset_data.get("slurm", {})},
-        checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if checkpoint else None,
-        checkpoint_minutes=checkpoint_minutes, loader_workers=loader_workers, eval_every=eval_every,
-        compile_training=compile_training, **suite_obj.run_settings(opts),
+        results=str(opt.results or env_default("results", "results")), device=device,
+        data_root=opt.data_root, progress=opt.progress, checkpoint=opt.checkpoint, threads=opt.threads,
+        workers=opt.workers, extra={"slurm": preset_data.get("slurm", {})},
+        checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if opt.checkpoint else None,
+        train=settings, **suite_obj.run_settings(opts),
     )
-    ctx.train_settings()  # a bad training setting fails here, before any cell
-    cells = with_data(suite_obj.cells(configs, opts), data_root, suite_obj.run_settings(opts))
+    cells = with_data(suite_obj.cells(configs, opts), opt.data_root, suite_obj.run_settings(opts))
     notes = suite_obj.notes(opts)
     if is_main_process():
-        record = command or _call_text(name, named, preset, seed, {**options, "seeds": seeds})
+        record = opt.command or _call_text(name, named, options)
         try:
             append_line(Path(ctx.results) / "commands.log", record)
         except OSError as exc:  # a read-only store still shows what it holds
             notes.append(f"{ctx.results} is not writable ({exc.strerror or exc}): "
                          "this command is not recorded in commands.log")
-    report = run_cells(name, cells, ctx, executor, log=log)
+    report = run_cells(name, cells, ctx, opt.executor, log=log)
     errors = [r for r in report.rows if r.get("error")]
     measured = [r for r in report.rows if not r.get("error")]
     table = (suite_obj.table(pd.DataFrame(measured), opts, ResultStore(ctx.results)) if measured
@@ -210,10 +257,8 @@ def failed_table(errors: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{c: r.get(c) for c in columns} for r in errors], columns=columns)
 
 
-def _call_text(suite: str, pools: tuple, preset, seed, options: dict) -> str:
+def _call_text(suite: str, pools: tuple, options: dict) -> str:
     """This call as Python, for commands.log (a record only: nothing reads it back)."""
     parts = [repr(suite)] + ([f"pools={list(pools)!r}"] if pools else [])
-    parts += [f"{k}={v!r}" for k, v in (("preset", preset), ("seed", seed), *sorted(options.items()))
-              if v is not None]
+    parts += [f"{k}={v!r}" for k, v in sorted(options.items()) if v is not None]
     return f"poolbench.run({', '.join(parts)})"
-

@@ -1,15 +1,16 @@
 """Run configuration: suite preset TOML < environment < command-line flags.
 
-Presets live in the repository's ``suites/`` folder (``quick`` is the built-in default); a
-non-editable install carries them in ``<prefix>/share/poolbench/suites``. ``--config FILE``
-names any TOML file of the same shape.
+Presets live in the repository's ``suites/`` folder (``quick`` is the built-in default) and are
+package data: ``poolbench/presets`` links to that folder, so an editable install reads them in
+place and a built wheel carries copies; they are read through ``importlib.resources``, never
+found by guessing paths. ``--config FILE`` names any TOML file of the same shape.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import os
-import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,7 @@ from typing import Any
 from .errors import UsageError
 from .ranges import bounded, check_ranges
 
-_REPO_PRESETS = Path(__file__).resolve().parents[1] / "suites"
-_INSTALLED_PRESETS = Path(sys.prefix) / "share" / "poolbench" / "suites"
-PRESET_DIR = _REPO_PRESETS if _REPO_PRESETS.is_dir() else _INSTALLED_PRESETS
+PRESET_DIR = importlib.resources.files(__package__) / "presets"
 DEFAULT_PRESET = "quick"
 
 
@@ -85,7 +84,7 @@ _FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    return sorted(p.name.removesuffix(".toml") for p in PRESET_DIR.iterdir() if p.name.endswith(".toml"))
 
 
 def load_preset(name_or_path: str | None) -> dict:

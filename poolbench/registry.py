@@ -26,6 +26,7 @@ from torch import nn
 
 from .errors import PluginError, PoolOptionError, UnknownPoolError, UsageError, one_line
 from .specs import format_spec, format_value, normalize_name, parse_spec
+from .version import __version__
 
 ENTRY_POINT_GROUP = "poolbench.pools"
 BUILTIN_SOURCE = "built-in"
@@ -91,13 +92,12 @@ class PluginFailure:
 _REGISTRY: dict[str, PoolSpec] = {}
 _FAILURES: list[PluginFailure] = []
 _LOCK = threading.RLock()
-_state = {"builtins": False, "entry_points": False, "env_plugins": False}
+_state = {"entry_points": False, "env_plugins": False}
 _loaded_plugins: set[str] = set()
 _current_source: list[tuple[str, str]] = []  # stack of (source, version) while a plugin imports
 
 
 def _poolbench_version() -> str:
-    from .version import __version__
 
     return __version__
 
@@ -188,9 +188,6 @@ def _plugin_source(source: str, version: str):
 
 def _ensure_loaded() -> None:
     with _LOCK:
-        if not _state["builtins"]:
-            _state["builtins"] = True
-            importlib.import_module("poolbench.pools")
         if not _state["entry_points"]:
             _state["entry_points"] = True
             if os.environ.get("POOLBENCH_DISABLE_PLUGINS", "").strip() not in ("1", "true", "yes"):
@@ -232,7 +229,6 @@ def load_plugin(path_or_module: str) -> None:
     A path that does not exist is a usage error; a plugin that raises while importing (or
     clashes with a registered name) is recorded as broken and everything else keeps working.
     """
-    _ensure_builtins_only()
     item = str(path_or_module).strip()
     looks_like_file = item.endswith(".py") or os.sep in item or "/" in item
     key = str(Path(item).resolve()) if looks_like_file else item
@@ -268,13 +264,6 @@ def load_plugin(path_or_module: str) -> None:
             _REGISTRY.clear()
             _REGISTRY.update(snapshot)
             _record_failure(Path(item).stem if looks_like_file else item, source, version, exc)
-
-
-def _ensure_builtins_only() -> None:
-    with _LOCK:
-        if not _state["builtins"]:
-            _state["builtins"] = True
-            importlib.import_module("poolbench.pools")
 
 
 def _module_version(module: str) -> str:

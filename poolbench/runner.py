@@ -13,7 +13,7 @@ import hashlib
 import multiprocessing
 import os
 import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,10 +21,10 @@ import torch
 from . import registry
 from .atomic import remove_stale_temps
 from .training.checkpoint import save_now
-from .training.runtime import TrainSettings, using_settings
+from .training.runtime import TrainSettings
 from .errors import PoolbenchError, UsageError, install_one_line_warnings, one_line
 from .lifeline import exit_with_parent
-from .pools.lift_fast import RAN, implementations_since
+from .implementations import columns, mark, ran_since
 from .process import (
     barrier,
     default_threads,
@@ -40,7 +40,7 @@ from .suites import get_suite
 
 
 
-class Executor(str, enum.Enum):
+class Executor(enum.StrEnum):
     """Where cells run."""
 
     SEQUENTIAL = "sequential"
@@ -68,17 +68,7 @@ class RunContext:
     extra: dict = field(default_factory=dict)
     plugins: tuple = ()  # plugin files/modules to load again in worker processes and jobs
     checkpoint_pool: str | None = None  # the pool whose cells use --checkpoint (None: every cell)
-    # how models train here (engine.TrainSettings)
-    checkpoint_minutes: float = 10.0
-    compile_training: bool = False
-    loader_workers: int | None = None
-    eval_every: int | None = None
-    check_every: int | None = None
-
-    def train_settings(self) -> TrainSettings:
-        return TrainSettings(checkpoint_minutes=self.checkpoint_minutes, compile=self.compile_training,
-                             loader_workers=self.loader_workers, eval_every=self.eval_every,
-                             check_every=self.check_every)
+    train: TrainSettings = field(default_factory=TrainSettings)  # how models train here
 
     def checkpoint_for(self, cell: dict) -> str | None:
         """The --checkpoint file for this cell: only the named pool's, never the reference's."""
@@ -109,7 +99,7 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], 
     if _WORKER.get("device"):  # this worker's own GPU (--device cuda --workers N)
         ctx = replace(ctx, device=_WORKER["device"])
     keep_freed_memory()
-    with torch_threads(ctx.threads or _threads_here(1)), using_settings(ctx.train_settings()):
+    with torch_threads(ctx.threads or _threads_here(1)):
         return _execute_here(suite_name, cell, ctx)
 
 
@@ -142,7 +132,7 @@ def _finished(store: ResultStore, suite_name: str, chash: str) -> list[dict] | N
 
 def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measured:
     suite = get_suite(suite_name)
-    ran = RAN.copy()
+    before = mark()
     try:
         out = suite.run_cell(cell, ctx)
     except UsageError:
@@ -158,8 +148,7 @@ def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measur
         "suite": suite_name, "config_hash": chash, "device": ctx.device,
         "threads": torch.get_num_threads(), "world_size": dist_info()[1], **prints, **provenance(),
     }
-    if implementations_since(ran):  # LiftDownPool ran measuring this cell: which code computed it
-        base["lift_impl"] = implementations_since(ran)
+    base.update(columns(ran_since(before)))  # operators with several implementations: which ran
     return Measured([{**base, **row} for row in rows], arrays)
 
 
@@ -201,7 +190,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
         if retried:
             log(f"{suite_name}: {retried} cells that failed before are run again")
     if executor in ("process", "slurm") and not ctx.plugins:
-        ctx = RunContext(**{**asdict(ctx), "plugins": _loaded_plugins()})
+        ctx = replace(ctx, plugins=_loaded_plugins())
 
     outcomes = {}
     if executor == "sequential" or not todo:
@@ -212,7 +201,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
         workers = max(1, min(ctx.workers, len(todo)))
         # the free cores shared out, so that the workers never oversubscribe them
         threads = ctx.threads or _threads_here(workers)
-        wctx = RunContext(**{**asdict(ctx), "threads": threads, "progress": False})
+        wctx = replace(ctx, threads=threads, progress=False)
         with worker_pool(workers, worker_devices(ctx.device, workers)) as pool:
             futures = {pool.submit(_execute, suite_name, cell, wctx): i for i, cell in todo}
             for fut in cf.as_completed(futures):
@@ -310,7 +299,7 @@ def _run_slurm(suite_name: str, todo, ctx: RunContext, log) -> dict:
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     defaults = {"timeout_min": 60} | ({"gpus_per_node": 1} if ctx.device.startswith("cuda") else {})
     ex.update_parameters(**(defaults | slurm))
-    wctx = RunContext(**{**asdict(ctx), "progress": False})
+    wctx = replace(ctx, progress=False)
     jobs = [(i, ex.submit(CellJob(), suite_name, cell, wctx)) for i, cell in todo]
     log(f"{suite_name}: submitted {len(jobs)} jobs to {ex.cluster} (logs in {folder})")
     out = {}

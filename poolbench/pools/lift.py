@@ -87,7 +87,7 @@ class LiftState:
 def _ran_reference() -> None:
     # counted outside compiled graphs only: dynamo would trace the Python counter
     if not torch.compiler.is_compiling():
-        lift_fast.RAN["reference"] += 1
+        lift_fast.ran("reference")
 
 
 class _LiftPoolBase(InvertiblePool):

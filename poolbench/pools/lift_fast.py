@@ -53,29 +53,25 @@ callables are not fused: the reference algorithm runs for them.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..implementations import record
 from . import lift_native
 from .lift_ops import _pad_index
 
 CL = torch.channels_last
 W_DIM, H_DIM = 3, 2
 
-# LiftDownPool calls per implementation in this process ("native", "torch", "reference"): result
-# rows name the ones that produced them, since the native kernel (built with -ffast-math) agrees
-# with the torch paths only to float rounding, and its speed differs
-RAN: Counter = Counter()
 
-
-def implementations_since(mark: Counter) -> str:
-    """The implementations that ran since ``mark`` (a copy of ``RAN``), sorted and joined by
-    "+"; "" when LiftDownPool did not run."""
-    return "+".join(sorted(k for k, n in RAN.items() if n > mark.get(k, 0)))
+def ran(implementation: str) -> None:
+    """A LiftDownPool call computed by ``implementation`` ("native", "torch", "reference"):
+    result rows name it (``poolbench.implementations``), since the native kernel agrees with the
+    torch paths only to float rounding, and its speed differs."""
+    record("lift", implementation)
 
 
 def _pointwise_conv():
@@ -704,7 +700,7 @@ def lift_sum(x: Tensor, predictor, updater, loss: str | None, loss_vertical: boo
     params = (*branch_params(predictor), *branch_params(updater))
     need = torch.is_grad_enabled() and (x.requires_grad or any(
         p is not None and p.requires_grad for p in params))
-    RAN["native"] += 1
+    ran("native")
     (y,), c_u, c_p = lift_native.lift_down(x, predictor, updater, loss, loss_vertical, True,
                                            params, need, sel)
     return (y if out_cl else y.contiguous()), c_u, c_p
@@ -719,10 +715,10 @@ def lift_down(x: Tensor, predictor, updater, loss: str | None, loss_vertical: bo
     need = torch.is_grad_enabled() and (x.requires_grad or any(
         p is not None and p.requires_grad for p in params))
     if lift_native.usable(x, predictor, updater):
-        RAN["native"] += 1
+        ran("native")
         return lift_native.lift_down(x, predictor, updater, loss, loss_vertical, two_d, params,
                                      need)
-    RAN["torch"] += 1
+    ran("torch")
     with torch.no_grad():
         pb_p = prepare(predictor, -1.0, x.dtype, x.device, need)
         pb_u = prepare(updater, 1.0, x.dtype, x.device, need)

@@ -15,7 +15,7 @@ from ..suites.base import ALEXNET, DEFAULT_REFERENCE
 from ..suites.intervals import METHOD_NOTE
 from . import illustrations, plots
 from .markdown import Document, code_span
-from .sections import RENDERERS, SUITE_ORDER, TITLES, ReportContext, generic_section
+from .sections import RENDERERS, ReportContext, generic_section, suite_order, title_of
 
 NORMALISED_SUITES = ("robustness", "perturbation")
 ENVIRONMENT = (("torch", "torch_version"), ("poolbench", "poolbench_version"),
@@ -68,10 +68,11 @@ def build_report(results: str, out: str, *, title: str | None = None,
     _environment(doc, frame)
     _commands(doc, commands)
 
-    present = [s for s in SUITE_ORDER if (good["suite"] == s).any()]
-    others = sorted(set(good["suite"].dropna().astype(str)) - set(SUITE_ORDER))
-    for name in list(SUITE_ORDER) + others:
-        doc.heading(TITLES.get(name, name), 2)
+    order = suite_order()
+    present = [s for s in order if (good["suite"] == s).any()]
+    others = sorted(set(good["suite"].dropna().astype(str)) - set(order))
+    for name in order + others:
+        doc.heading(title_of(name), 2)
         if name not in present and name not in others:
             if (frame["suite"] == name).any():
                 doc.note(f"Every {name} cell failed: see Failed cells below.")
@@ -126,9 +127,9 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
 # --- header sections ------------------------------------------------------------------------
 
 def _overview(doc: Document, frame: pd.DataFrame, good: pd.DataFrame) -> None:
-    rows = []
+    rows, order = [], suite_order()
     for suite in sorted(set(frame["suite"].dropna().astype(str)),
-                        key=lambda s: (SUITE_ORDER.index(s) if s in SUITE_ORDER else len(SUITE_ORDER), s)):
+                        key=lambda s: (order.index(s) if s in order else len(order), s)):
         sub = frame[frame["suite"] == suite]
         failed = int((sub["error"].fillna("").astype(str) != "").sum())
         rows.append([suite, ", ".join(sorted(sub["pool"].dropna().astype(str).unique())),

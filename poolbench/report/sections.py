@@ -10,7 +10,7 @@ import pandas as pd
 
 from .. import metrics
 from ..errors import UsageError
-from ..suites import get_suite
+from ..suites import get_suite, list_suites
 from ..suites.base import with_reference
 from ..suites.robustness import HARSHNESS_NOTE
 from . import plots
@@ -30,15 +30,19 @@ from .efficiency import efficiency_section
 from .markdown import Document, code_span
 from .tables import sort_pools
 
-SUITE_ORDER = ("accuracy", "shift", "robustness", "perturbation", "segmentation", "efficiency")
-TITLES = {
-    "accuracy": "Clean accuracy",
-    "shift": "Shift consistency",
-    "robustness": "Corruption robustness",
-    "perturbation": "Perturbation stability",
-    "segmentation": "Segmentation and up-pooling",
-    "efficiency": "Efficiency",
-}
+def suite_order() -> list[str]:
+    """The order of the report's sections: the registered suites' (``Suite.order``)."""
+    return list_suites()
+
+
+def title_of(name: str) -> str:
+    """A section's heading: the suite's ``title``, else its name (a suite no longer registered)."""
+    try:
+        return get_suite(name).title or name
+    except UsageError:
+        return name
+
+
 SEGMENTATION_ORDER = ("max_unpool", "max_unpool_blur", "lift", "bilinear", "bilinear_avg")
 
 
@@ -312,6 +316,7 @@ def generic_section(doc: Document, ctx: ReportContext, name: str) -> None:
     render(doc, table, None)
 
 
+# suites with a section of their own; any other suite gets ``generic_section``
 RENDERERS = {
     "accuracy": accuracy_section,
     "shift": shift_section,

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..training.evaluate import predict_dataset, top_classes
+from ..options import check_fields, option
 from ..process import is_main_process
 from ..registry import canonical_spec
 from ..store import Measured, make_row
+from . import register_suite
 from .base import DEFAULT_REFERENCE, TrainedSuite, train_columns, training_rows
 from .intervals import METHOD_NOTE, add_intervals, mean_over_seeds, per_image, wrong_top1
 
@@ -22,14 +24,19 @@ class AccuracyOptions:
     """``reference``: the pool the table's differences are taken to, when the run has it (it is
     not trained for this suite alone); the [train] recipe decides everything else."""
 
-    reference: str = DEFAULT_REFERENCE
+    reference: str = option(DEFAULT_REFERENCE, "Pool the differences are taken to, when the run has it.")
 
     def __post_init__(self):
+        check_fields(self, "accuracy")
         object.__setattr__(self, "reference", canonical_spec(self.reference))
 
 
 class AccuracySuite(TrainedSuite):
+    """Train each pool in the backbone and report top-1/top-5 error, parameters and cost."""
+
     name = "accuracy"
+    title = "Clean accuracy"
+    order = 10
     Options = AccuracyOptions
 
     def cell_options(self, options) -> dict:
@@ -78,4 +85,4 @@ class AccuracySuite(TrainedSuite):
         return [METHOD_NOTE]
 
 
-SUITE = AccuracySuite()
+SUITE = register_suite(AccuracySuite())

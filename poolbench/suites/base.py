@@ -8,96 +8,22 @@ turns stored rows into the wide view, ``notes`` says how to read it.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import functools
-import types
-import typing
 from typing import Any, ClassVar
 
 import pandas as pd
 
 from ..config import TrainConfig
-from ..errors import UsageError
 from ..models.factory import model_info
 from ..pools.base import count_parameters
-from ..ranges import check_ranges
+from ..options import build_options, options_dict
 from ..registry import canonical_spec, get_spec
+from ..implementations import column_names, columns
 from ..store import make_row
-from ..training.loop import get_trained_model, load_bundle
+from ..training.cache import get_trained_model
+from ..training.loop import load_bundle
 
 ALEXNET = "alexnet"
-
-
-# --- typed options -----------------------------------------------------------------------------
-
-def _coerce(value: Any, kind: Any, key: str, where: str) -> Any:
-    """``value`` as type ``kind`` (int, float, bool, str, X | None, tuple[T, ...])."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(kind) if a is not type(None)]
-        if value is None:
-            return None
-        errors = []
-        for arg in args:
-            try:
-                return _coerce(value, arg, key, where)
-            except UsageError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is tuple:
-        (item,) = [a for a in typing.get_args(kind) if a is not Ellipsis][:1] or (str,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        elif not isinstance(value, (list, tuple)):
-            value = [value]
-        return tuple(_coerce(v, item, key, where) for v in value)
-    bad = UsageError(f"{where} option {key!r} must be {getattr(kind, '__name__', kind)}, got {value!r}")
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.strip().lower() in ("true", "1", "yes")
-        raise bad
-    if kind is int:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            if isinstance(value, float) and not value.is_integer():
-                raise bad
-            return int(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if kind is float:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if kind is str:
-        if isinstance(value, (list, tuple)):
-            return ",".join(str(v) for v in value)
-        return str(value)
-    return value
-
-
-def build_options(cls: type, values: dict[str, Any], where: str):
-    """``cls(**values)`` with every value coerced to its field's type; an unknown key or a value
-    of the wrong type fails in one line naming the accepted keys. ``None`` means "not given"."""
-    hints = typing.get_type_hints(cls)
-    fields = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UsageError(f"unknown {where} option{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(unknown)}; accepted: {', '.join(sorted(fields))}")
-    given = {k: _coerce(v, hints[k], k, where) for k, v in values.items() if v is not None}
-    check_ranges(cls, where, given)  # before __post_init__ works with the values
-    return cls(**given)
-
-
-def options_dict(options) -> dict:
-    """The options as JSON-ready values (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
 
 
 # --- the contract ------------------------------------------------------------------------------
@@ -107,8 +33,17 @@ class Suite(abc.ABC):
 
     name: ClassVar[str]
     Options: ClassVar[type]
+    #: the heading of the suite's section in reports (default: the name)
+    title: ClassVar[str] = ""
+    #: where the suite stands in `poolbench run all` and in reports (lower first)
+    order: ClassVar[int] = 100
     #: False for suites whose cells must run one after another in one process (timing)
     parallel: ClassVar[bool] = True
+
+    @property
+    def summary(self) -> str:
+        """The first paragraph of the class docstring: the suite's help on the command line."""
+        return " ".join((type(self).__doc__ or self.name).strip().split("\n\n")[0].split())
 
     def options(self, values: dict[str, Any]):
         return build_options(self.Options, values, self.name)
@@ -190,8 +125,10 @@ def training_rows(base: dict, result) -> list[dict]:
     """What a trained model cost: learnable parameters, training time and throughput, and the
     final value of every auxiliary loss term (``train.TrainResult``)."""
     info = result.info
-    if info.get("lift_impl"):  # the training may have run in another process, from the cache
-        base = {**base, "train_lift_impl": info["lift_impl"]}
+    # the training may have run in another process: what ran is in the checkpoint's info
+    # (models cached before the hook was generic say only "lift_impl")
+    ran = info.get("implementations") or ({"lift": info["lift_impl"]} if info.get("lift_impl") else {})
+    base = {**base, **columns(ran, prefix="train_")}
     rows = [
         make_row(base, "params", count_parameters(result.model)[0], "count"),
         make_row(base, "train_time", info.get("train_time_s"), "s"),
@@ -238,7 +175,8 @@ class TrainedSuite(Suite):
     def trained(self, cell: dict, ctx):
         cfg = train_config_of(cell)
         bundle = bundle_for(cfg, ctx.data_root)
-        return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell))
+        return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell),
+                                              settings=ctx.train)
 
     def error_row(self, cell: dict, ctx, message: str) -> dict:
         return make_row(train_columns(train_config_of(cell)), "error", None, error=message)
@@ -252,7 +190,7 @@ DEFAULT_REFERENCE = "max"
 # columns that say how or when a value was measured, not which measurement it is
 _NOT_IDENTITY = frozenset({"value", "unit", "n", "time", "error", "config_hash", "reference", "device",
                            "threads", "world_size", "host", "torch_version", "poolbench_version",
-                           "git_commit", "lift_impl", "train_lift_impl"})
+                           "git_commit"})
 
 
 def with_reference(frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
@@ -269,7 +207,7 @@ def with_reference(frame: pd.DataFrame, reference: str | None = None) -> pd.Data
     frame["reference"] = frame["reference"].fillna(DEFAULT_REFERENCE)
     if reference is None:
         return frame
-    identity = [c for c in frame.columns if c not in _NOT_IDENTITY]
+    identity = [c for c in frame.columns if c not in _NOT_IDENTITY | column_names(frame.columns)]
     if "time" in frame.columns:
         frame = frame.sort_values("time", kind="mergesort")
     frame = frame.drop_duplicates(subset=identity, keep="last").copy()

@@ -31,9 +31,10 @@ import torch
 from ..errors import PoolbenchError, UsageError, one_line
 from ..measure import CLOCKS, CONVENTION, METRIC_DOC, Setting, SideBySide, bench_input, cold_compile
 from ..models import create_model, model_info
-from ..ranges import bounded, check_ranges
+from ..options import check_fields, option
 from ..registry import canonical_spec, get_pool, parse_spec
 from ..store import make_row
+from . import register_suite
 from .base import Suite, pool_columns
 
 DEFAULT_LAYER_SHAPES = ("32x64x56x56", "32x256x14x14")
@@ -95,28 +96,33 @@ class EfficiencyOptions:
     specs, dtype and format names, NxCxHxW shape texts), so that cells and tables read them as
     they are. ``None``: taken from the run's first training config (or the backbone) instead."""
 
-    baseline: str = "max"                        # the pool the ratios divide by
-    pools: tuple[str, ...] = ()                  # extra pools measured beside the run's
-    levels: tuple[str, ...] = LEVELS             # layer, model or both
-    layer_shapes: tuple[str, ...] = DEFAULT_LAYER_SHAPES
-    model: str | None = None                     # default: the training config's backbone
-    model_batch: int | None = bounded(None, low=1)               # default: the training batch size
-    model_size: int | None = bounded(None, low=1)                # default: the backbone's input size
-    num_classes: int | None = bounded(None, low=1)               # default: the dataset's
-    dataset: str | None = None                   # without training configs
-    policy: str | None = None                    # without training configs
-    dtypes: tuple[str, ...] = DEFAULT_DTYPES
-    formats: tuple[str, ...] = DEFAULT_FORMATS
-    compile: bool = False                        # also the torch.compile cells
-    repeats: int = bounded(20, low=1)           # timed rounds
-    warmup: int = bounded(3, low=0)
-    threads: int = bounded(1, low=1)            # torch.set_num_threads, recorded
-    clock: str = "wall"                          # wall | thread | process
-    device: str = "cpu"                          # the device the run is for, in the cell
-    seed: int | None = bounded(None, low=0)                      # default: the training seed
-    table_setting: str | None = None             # layer | model | NxCxHxW (the table shown)
+    baseline: str = option("max", "Pool the ratios divide by, timed in the same run.")
+    pools: tuple[str, ...] = option((), "Extra pools measured beside the run's.")
+    levels: tuple[str, ...] = option(LEVELS, "layer, model or both.")
+    layer_shapes: tuple[str, ...] = option(DEFAULT_LAYER_SHAPES, "Layer-level input shapes NxCxHxW,...")
+    model: str | None = option(None, "Backbone timed at the model level (default: the training "
+                               "config's).")
+    model_batch: int | None = option(None, "Model-level batch (default: the training batch size).", low=1)
+    model_size: int | None = option(None, "Model-level input size (default: the backbone's).", low=1)
+    num_classes: int | None = option(None, "Classes of the timed model (default: the dataset's).", low=1)
+    dataset: str | None = option(None, "Dataset whose classes and size are used without training "
+                                 "configs.")
+    policy: str | None = option(None, "Pooling policy of the backbone without training configs.")
+    dtypes: tuple[str, ...] = option(DEFAULT_DTYPES, "float32,bfloat16.")
+    formats: tuple[str, ...] = option(DEFAULT_FORMATS, "nchw,channels_last.")
+    compile: bool = option(False, "Also time torch.compile, with compile time.")
+    repeats: int = option(20, "Timed repetitions per pool.", low=1)
+    warmup: int = option(3, "Untimed repetitions before the timed ones.", low=0)
+    threads: int = option(1, "torch threads while timing, recorded.", low=1)
+    clock: str = option("wall", "wall, or CPU time of the thread/process (robust on a shared machine).",
+                        choices=CLOCKS)
+    device: str = option("cpu", "The device timed, in the cell.")
+    seed: int | None = option(None, "Initialisation seed of the timed models (default: the training "
+                              "seed).", low=0)
+    table_setting: str | None = option(None, "The table shown: layer | model | NxCxHxW.")
 
     def __post_init__(self):
+        check_fields(self, "efficiency")
         def put(name, value):
             object.__setattr__(self, name, value)
 
@@ -135,10 +141,6 @@ class EfficiencyOptions:
         put("formats", tuple(dict.fromkeys(_format_name(f) for f in self.formats)))
         if not self.dtypes or not self.formats:
             raise UsageError("efficiency needs at least one dtype and one memory format")
-        check_ranges(self, "efficiency")
-        put("clock", str(self.clock or "wall").strip().lower())
-        if self.clock not in CLOCKS:
-            raise UsageError(f"efficiency clock {self.clock!r} unknown; choose {', '.join(CLOCKS)}")
         if self.clock == "thread" and self.threads != 1:
             raise UsageError("clock=thread measures the calling thread only: use it with "
                              "threads=1, or clock=wall / process")
@@ -151,7 +153,11 @@ class EfficiencyOptions:
 # --- the suite ---------------------------------------------------------------------------------
 
 class EfficiencySuite(Suite):
+    """Parameters, buffers, FLOPs, latency and memory per pool, with ratios to a baseline."""
+
     name = "efficiency"
+    title = "Efficiency"
+    order = 60
     Options = EfficiencyOptions
     parallel = False      # a cell times its pools side by side: one process, one cell at a time
 
@@ -363,4 +369,4 @@ def _cell_columns(cell: dict, device: str) -> dict:
     }
 
 
-SUITE = EfficiencySuite()
+SUITE = register_suite(EfficiencySuite())

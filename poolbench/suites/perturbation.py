@@ -20,11 +20,12 @@ from ..config import cache_dir
 from ..distortions.cache import dataset_dir
 from ..distortions.perturbations import ENGINES, SCHEDULES, engine_for, generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
-from ..ranges import bounded
+from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..training.evaluate import predict, top_classes
 from ..store import Measured, make_row
 from ..process import file_lock, is_main_process
+from . import register_suite
 from .base import TrainedSuite, train_columns, with_reference
 from .intervals import METHOD_NOTE, add_metric_intervals, per_image, ratio
 
@@ -61,20 +62,21 @@ class PerturbationOptions:
     perturbations tested equal to the reference, the numpy generator for the rest).
     """
 
-    subset: int | None = bounded(None, low=0)
-    perturbations: tuple[str, ...] = ("test",)
-    reference: str = "max"
-    perturbation_data: str | None = None
-    corruption_params: str = "auto"  # the schedule: auto (from the image size) | cifar | tinyimagenet | imagenet
-    difficulty: int = bounded(1, low=1, high=3)  # ImageNet-P's temporal step (test.py --difficulty)
-    perturbation_engine: str = "auto"  # auto (torch where tested equal) | torch | reference
+    subset: int | None = option(None, "Test images turned into sequences: the first N (0: all).", low=0)
+    perturbations: tuple[str, ...] = option(("test",), "test | validation | all | NAME,NAME...")
+    reference: str = option("max", "Pool that normalises FP and T5D.")
+    perturbation_data: str | None = option(None, "Official CIFAR-10-P/-100-P (.npy files) instead of "
+                                           "generated sequences.")
+    corruption_params: str = option("auto", "Schedule of generated sequences (auto: CIFAR-P's near 32 px, "
+                                    "Tiny-ImageNet-P's near 64, ImageNet-P's near 224).",
+                                    choices=("auto", *SCHEDULES))
+    difficulty: int = option(1, "ImageNet-P's temporal step: frames compared d apart (noise: vs frame 0).",
+                             low=1, high=3)
+    perturbation_engine: str = option("auto", "Generator (auto: torch for the perturbations tested equal "
+                                      "to the reference).", choices=ENGINES)
 
     def __post_init__(self):
-        if self.corruption_params not in ("auto", *SCHEDULES):
-            raise UsageError(f"--corruption-params {self.corruption_params!r}: use auto or one of "
-                             f"{', '.join(SCHEDULES)}")
-        if self.perturbation_engine not in ENGINES:
-            raise UsageError(f"--perturbation-engine {self.perturbation_engine!r}: use {', '.join(ENGINES)}")
+        check_fields(self, "perturbation")
         data = self.perturbation_data
         if data and not Path(data).is_dir():
             raise UsageError(f"--perturbation-data {data} is not a folder; point it at CIFAR-10-P/-100-P "
@@ -95,7 +97,11 @@ class PerturbationOptions:
 
 
 class PerturbationSuite(TrainedSuite):
+    """Perturbation stability: flip probability, FR/mFR and T5D/mT5D against a reference pool."""
+
     name = "perturbation"
+    title = "Perturbation stability"
+    order = 40
     Options = PerturbationOptions
     GROUP = ("model", "dataset", "seed", "perturbation_source", "schedule", "subset", "difficulty", "reference")
     COLUMNS = {"mFR": "mFR", "mT5D": "mT5D", "mean_FP": "mean FP %"}
@@ -262,4 +268,4 @@ class PerturbationSuite(TrainedSuite):
         return [METHOD_NOTE]
 
 
-SUITE = PerturbationSuite()
+SUITE = register_suite(PerturbationSuite())

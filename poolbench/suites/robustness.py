@@ -31,11 +31,12 @@ from ..distortions.corruptions import (
     resolve_params,
 )
 from ..errors import UsageError
-from ..ranges import bounded
+from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..training.evaluate import predict, predict_dataset, top_classes
 from ..store import Measured, make_row
 from ..process import file_lock, is_main_process
+from . import register_suite
 from .base import ALEXNET, TrainedSuite, train_columns, with_reference
 from .corruption_metrics import CorruptionMetrics
 from .intervals import METHOD_NOTE, add_metric_intervals, per_image, wrong_top1
@@ -107,27 +108,28 @@ class RobustnessOptions:
     CIFAR-10-C/-100-C (.npy) or ImageNet-C folders instead of generated corruptions.
     """
 
-    subset: int | None = bounded(None, low=0)
-    corruptions: tuple[str, ...] = ("common",)
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
-    reference: str | None = None
-    corruption_data: str | None = None
-    corruption_params: str = "auto"   # auto (from the image size) | cifar | tinyimagenet | imagenet
-    corruption_engine: str = "auto"   # auto (torch where tested equal) | torch | reference
-    unnormalized_over: str = "benchmark"   # the 15 benchmark corruptions | all (the 19, as hendrycks' script)
-    # generated sets: make each (corruption, severity) inside the evaluation instead of caching
-    # all of them first; the same bytes, so it is a run setting, not part of the cell
-    on_the_fly: bool = False
+    subset: int | None = option(None, "Test images to corrupt: the first N (0: all; default from the "
+                                "preset).", low=0)
+    corruptions: tuple[str, ...] = option(("common",), "common (15) | extra (4) | all (19) | NAME,NAME...")
+    severities: tuple[int, ...] = option((1, 2, 3, 4, 5), "Comma-separated severities.", low=1, high=5)
+    reference: str | None = option(None, "Pool that normalises CE (default max; alexnet only with "
+                                   "official ImageNet-C).")
+    corruption_data: str | None = option(None, "Official CIFAR-10-C/-100-C (.npy) or ImageNet-C "
+                                         "(folders) instead of generated.")
+    corruption_params: str = option("auto", "Parameter set of generated corruptions (auto: CIFAR-10-C's "
+                                    "near 32 px, Tiny-ImageNet-C's near 64, ImageNet-C's near 224).",
+                                    choices=("auto", *PARAM_SETS))
+    corruption_engine: str = option("auto", "Generator (auto: torch for the corruptions tested equal "
+                                    "to the reference).", choices=ENGINES)
+    unnormalized_over: str = option("benchmark", "Unnormalised mCE over the 15 benchmark corruptions "
+                                    "or all evaluated (the official script's mean over 19).",
+                                    choices=tuple(UNNORMALIZED_OVER))
+    # the same bytes either way, so it is a run setting, not part of the cell
+    on_the_fly: bool = option(False, "Generate each corrupted set inside the evaluation (torch engine "
+                              "on --device), cache nothing: for sets too large for the disk.")
 
     def __post_init__(self):
-        if self.corruption_params not in ("auto", *PARAM_SETS):
-            raise UsageError(f"--corruption-params {self.corruption_params!r}: use auto or one of "
-                             f"{', '.join(PARAM_SETS)}")
-        if self.unnormalized_over not in UNNORMALIZED_OVER:
-            raise UsageError(f"--unnormalized-over {self.unnormalized_over!r}: use "
-                             f"{' or '.join(UNNORMALIZED_OVER)}")
-        if self.corruption_engine not in ENGINES:
-            raise UsageError(f"--corruption-engine {self.corruption_engine!r}: use {', '.join(ENGINES)}")
+        check_fields(self, "robustness")
         object.__setattr__(self, "subset", self.subset or None)
         object.__setattr__(self, "corruptions", tuple(corruption_names(list(self.corruptions))))
         object.__setattr__(self, "severities", tuple(severity_list(self.severities)))
@@ -148,7 +150,11 @@ class RobustnessOptions:
 
 
 class RobustnessSuite(TrainedSuite):
+    """Corruption robustness: clean error, CE per corruption, mCE, relative and unnormalised mCE."""
+
     name = "robustness"
+    title = "Corruption robustness"
+    order = 30
     Options = RobustnessOptions
 
     def extra_pools(self, options) -> tuple[str, ...]:
@@ -384,4 +390,4 @@ def short_name(corruption: str) -> str:
             "contrast": "contrast"}.get(corruption, corruption)
 
 
-SUITE = RobustnessSuite()
+SUITE = register_suite(RobustnessSuite())

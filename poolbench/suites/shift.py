@@ -24,9 +24,10 @@ import torch.nn.functional as F
 
 from ..training.evaluate import predict
 from ..process import is_main_process
-from ..ranges import bounded
+from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..store import Measured, make_row
+from . import register_suite
 from .base import DEFAULT_REFERENCE, TrainedSuite, train_columns
 from .intervals import METHOD_NOTE, add_intervals, mean_over_seeds, per_image
 
@@ -66,17 +67,22 @@ class ShiftOptions:
     k (crop offsets in {0..2k}, the diagonal sweeps 0..k), and the pool the differences are
     taken to when the run has it."""
 
-    subset: int = bounded(1000, low=1)
-    passes: int = bounded(5, low=1)
-    max_shift: int = bounded(4, low=0)
-    reference: str = DEFAULT_REFERENCE
+    subset: int = option(1000, "Test images evaluated.", low=1)
+    passes: int = option(5, "Random offset draws averaged.", low=1)
+    max_shift: int = option(4, "k: crop offsets in {0..2k}, the diagonal sweeps 0..k.", low=0)
+    reference: str = option(DEFAULT_REFERENCE, "Pool the differences are taken to, when the run has it.")
 
     def __post_init__(self):
+        check_fields(self, "shift")
         object.__setattr__(self, "reference", canonical_spec(self.reference))
 
 
 class ShiftSuite(TrainedSuite):
+    """Shift consistency under crop and circular shifts, and accuracy along a diagonal shift."""
+
     name = "shift"
+    title = "Shift consistency"
+    order = 20
     Options = ShiftOptions
 
     def cell_options(self, options) -> dict:
@@ -177,4 +183,4 @@ def _label_models(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-SUITE = ShiftSuite()
+SUITE = register_suite(ShiftSuite())

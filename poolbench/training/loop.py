@@ -1,23 +1,21 @@
 """Training: seeded SGD recipes, auxiliary pooling losses, checkpoint cache, exact resume, DDP.
 
-One loop trains every model poolbench trains; a :class:`Task` says what differs between kinds
+One loop trains every model poolbench trains (``train`` -> ``train_one_epoch``, as flat as
+torchvision's reference script); a :class:`Task` says what differs between kinds
 of model (how the model is built, its task loss, how a run is named): ``CLASSIFICATION`` here,
-the SegNet's in ``poolbench.suites.segmentation.task``. A checkpoint is cached under the hash of its
-TrainConfig, so every suite reuses one trained model per (pool, model, dataset, training
-options, seed). While a model trains, its progress is kept in a resume checkpoint
-(``poolbench.training.checkpoint``): the same command run again after a crash, a ``kill -9`` or a
+the SegNet's in ``poolbench.suites.segmentation.task``. ``cache`` keeps one trained model per
+(pool, model, dataset, training options, seed) for every suite. While a model trains, its
+progress is kept in a resume checkpoint (``poolbench.training.checkpoint``): the same command run again after a crash, a ``kill -9`` or a
 preemption continues where it stopped and ends with the same weights, bit for bit on CPU.
 Under torchrun the model trains with DistributedDataParallel across the processes; rank 0 alone
 writes checkpoints and results. How it runs here (mixed precision, loader workers, checkpoint
-interval...) is ``engine.TrainSettings``, outside the hash.
+interval...) is ``runtime.TrainSettings``, outside the hash, passed in by the caller.
 """
 from __future__ import annotations
 
-import json
 import math
-import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,29 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_open, atomic_write_text, remove_stale_temps
 from ..auxiliary import auxiliary_loss
-from .checkpoint import Saver, StaleState, live, read_state, remove_state, restore, state_path, training_state
-from ..config import TrainConfig, cache_dir
+from ..config import TrainConfig
 from ..data import load_dataset
-from .runtime import (
-    DivergenceWatch,
-    EpochSums,
-    Precision,
-    TrainSettings,
-    agree,
-    current_settings,
-    train_loader,
-)
-from ..errors import PoolbenchError, UsageError, one_line
-from .evaluate import predict_dataset
+from ..errors import PoolbenchError, UsageError
+from ..implementations import mark, ran_since
 from ..metrics import topk_error
 from ..models import create_model
 from ..pools.base import no_weight_decay_parameters
-from ..pools.lift_fast import RAN, implementations_since
-from ..process import barrier, dist_info, file_lock, memory_format_for, seed_everything
-from ..store import config_hash
-
+from ..process import dist_info, memory_format_for, seed_everything
+from .checkpoint import Saver, StaleState, live, read_state, remove_state, restore, training_state
+from .evaluate import predict_dataset
+from .runtime import DivergenceWatch, EpochSums, Precision, TrainSettings, agree, train_loader
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -96,10 +83,6 @@ def lr_at(cfg: TrainConfig, epoch_float: float) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
     raise UsageError(f"unknown schedule {cfg.schedule!r}; use {', '.join(SCHEDULES[:-1])} or {SCHEDULES[-1]}")
-
-
-def checkpoint_path(cfg: TrainConfig) -> Path:
-    return cache_dir() / "checkpoints" / f"{config_hash(cfg.to_dict())}.pt"
 
 
 def build_model(cfg: TrainConfig, bundle) -> nn.Module:
@@ -153,7 +136,7 @@ CLASSIFICATION = Task(build=build_model, loss=classification_loss,
 
 def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
           workers: int | None = None, task: Task = CLASSIFICATION,
-          settings: TrainSettings | None = None, resume: Path | None = None) -> TrainResult:
+          settings: TrainSettings = TrainSettings(), resume: Path | None = None) -> TrainResult:
     """Train one ``task`` model with the recipe in ``cfg``; deterministic for a seed.
 
     The RNG is used in a fixed order (seed, model init, optimizer, data order), so a seed gives
@@ -161,10 +144,8 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
     ``resume``: the resume checkpoint to continue from if it exists and to keep up to date
     (None: no checkpoints). ``workers``: DataLoader processes (default from ``settings``).
     """
-    settings = settings or current_settings()
     state = read_state(resume) if resume is not None else None
-    rank, world = dist_info()
-    if state is not None and state.get("world") != world:
+    if state is not None and state.get("world") != dist_info()[1]:
         state = None  # the data order of another world size: start again
     threads = torch.get_num_threads()
     if state is not None and device == "cpu":
@@ -173,246 +154,225 @@ def train(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
         torch.set_num_threads(int(state["threads"]))
     try:
         try:
-            return _train(cfg, bundle, device, progress, workers, task, settings, resume, state, rank, world)
+            return _train(Run.start(cfg, bundle, device, task, settings, workers), settings, progress,
+                          resume, state)
         except StaleState:  # written by another version of the model: start again
-            return _train(cfg, bundle, device, progress, workers, task, settings, resume, None, rank, world)
+            return _train(Run.start(cfg, bundle, device, task, settings, workers), settings, progress,
+                          resume, None)
     except TrainingDiverged:
-        if resume is not None and rank == 0:
+        if resume is not None and dist_info()[0] == 0:
             remove_state(resume)  # a rerun starts over instead of diverging again from here
         raise
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg, bundle, device, progress, workers, task, settings, resume, state, rank, world):
-    ran = RAN.copy()
-    seed_everything(cfg.seed)
-    model = task.build(cfg, bundle).to(device)
-    fmt = memory_format_for(device)
-    model = model.to(memory_format=fmt)
-    optimizer = build_optimizer(model, cfg)
-    precision = Precision(cfg.amp, device)
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
-    if settings.compile:
-        net = torch.compile(net)
-    if workers is None:
-        workers = settings.loader_workers_for(cfg.dataset)
-    loader, sampler, generator = train_loader(bundle.train, cfg.batch_size, cfg.seed, rank, world,
-                                              workers, device)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of "
-                         f"{cfg.batch_size}; lower --batch-size or raise --train-size")
+@dataclass
+class Run:
+    """What every step of one training run uses (torchvision's train.py keeps these in main)."""
 
-    pos = {"epoch": 0, "step": 0, "generator": generator.get_state(), "epoch_sums": EpochSums()}
-    history, elapsed, seen, resumed_from = [], 0.0, 0, None
-    if state is not None:
-        restore(state, model, optimizer, precision.scaler, rank)  # the RNG last
-        pos.update(epoch=state["epoch"], step=state["step"], generator=state["generator"],
-                   epoch_sums=EpochSums(state["sums"]))
-        history, elapsed, seen = list(state["history"]), float(state["elapsed_s"]), int(state["seen"])
-        resumed_from = {"epoch": state["epoch"], "step": state["step"]}
+    cfg: TrainConfig
+    bundle: Any
+    device: str
+    task: Task
+    rank: int
+    world: int
+    model: nn.Module
+    net: nn.Module                   # the model as stepped: wrapped by DDP and torch.compile
+    optimizer: torch.optim.Optimizer
+    precision: Precision
+    loader: Any
+    sampler: Any
+    generator: torch.Generator       # draws each epoch's data order
+    fmt: torch.memory_format
+    implementations: Any             # the tally of operator implementations at the start
 
-    def snapshot() -> dict:
-        return training_state(model, optimizer, precision.scaler, world, config=cfg.to_dict(),
-                              epoch=pos["epoch"], step=pos["step"], generator=pos["generator"],
-                              sums=pos["epoch_sums"].state(), history=history, seen=seen,
-                              elapsed_s=elapsed + (time.perf_counter() - clock if clock is not None else 0.0))
+    @classmethod
+    def start(cls, cfg: TrainConfig, bundle, device: str, task: Task, settings: TrainSettings,
+              workers: int | None) -> "Run":
+        """Seed, build the model and optimizer, and make the loader, in this order (the RNG's)."""
+        before = mark()
+        rank, world = dist_info()
+        seed_everything(cfg.seed)
+        model = task.build(cfg, bundle).to(device)
+        fmt = memory_format_for(device)
+        model = model.to(memory_format=fmt)
+        optimizer = build_optimizer(model, cfg)
+        net = model
+        if world > 1:
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[torch.cuda.current_device()] if device.startswith("cuda") else None)
+        if settings.compile_training:
+            net = torch.compile(net)
+        workers = settings.loader_workers_for(cfg.dataset) if workers is None else workers
+        loader, sampler, generator = train_loader(bundle.train, cfg.batch_size, cfg.seed, rank, world,
+                                                  workers, device)
+        if len(loader) == 0:
+            raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of "
+                             f"{cfg.batch_size}; lower --batch-size or raise --train-size")
+        return cls(cfg, bundle, device, task, rank, world, model, net, optimizer,
+                   Precision(cfg.amp, device), loader, sampler, generator, fmt, before)
 
-    name = task.describe(cfg)
-    watch = DivergenceWatch(device, settings.check_every_for(device))
-    eval_every = settings.eval_every_for(cfg.dataset) if task.evaluate is not None else 0
-    saver = Saver(resume, settings.checkpoint_minutes, snapshot, write=rank == 0, collective=world > 1)
-    net.train()
-    loss = terms = None
-    bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=pos["epoch"] * steps_per_epoch + pos["step"],
-               disable=not progress or rank != 0, desc=f"train {name}", unit="it", leave=False,
+    @property
+    def steps(self) -> int:
+        return len(self.loader)
+
+    @property
+    def name(self) -> str:
+        return self.task.describe(self.cfg)
+
+
+@dataclass
+class Position:
+    """Where a run stands: everything a resume checkpoint restores besides the weights."""
+
+    epoch: int = 0
+    step: int = 0
+    generator: Any = None            # the data-order state at the start of the epoch
+    sums: EpochSums = field(default_factory=EpochSums)
+    history: list = field(default_factory=list)
+    elapsed: float = 0.0             # training seconds before ``clock``
+    seen: int = 0
+    clock: float | None = None       # when the running timed stretch began (None: paused)
+
+    def elapsed_now(self) -> float:
+        return self.elapsed + (time.perf_counter() - self.clock if self.clock is not None else 0.0)
+
+    def pause(self) -> None:
+        self.elapsed, self.clock = self.elapsed_now(), None
+
+    def snapshot(self, run: Run) -> dict:
+        return training_state(run.model, run.optimizer, run.precision.scaler, run.world,
+                              config=run.cfg.to_dict(), epoch=self.epoch, step=self.step,
+                              generator=self.generator, sums=self.sums.state(), history=self.history,
+                              seen=self.seen, elapsed_s=self.elapsed_now())
+
+    def restore(self, run: Run, state: dict) -> dict:
+        """Continue from ``state``; returns where it resumed (for the info)."""
+        restore(state, run.model, run.optimizer, run.precision.scaler, run.rank)  # the RNG last
+        self.epoch, self.step, self.generator = state["epoch"], state["step"], state["generator"]
+        self.sums, self.history = EpochSums(state["sums"]), list(state["history"])
+        self.elapsed, self.seen = float(state["elapsed_s"]), int(state["seen"])
+        return {"epoch": state["epoch"], "step": state["step"]}
+
+
+def _train(run: Run, settings: TrainSettings, progress: bool, resume: Path | None,
+           state: dict | None) -> TrainResult:
+    cfg = run.cfg
+    pos = Position(generator=run.generator.get_state())
+    resumed_from = pos.restore(run, state) if state is not None else None
+    watch = DivergenceWatch(run.device, settings.check_every_for(run.device))
+    eval_every = settings.eval_every_for(cfg.dataset) if run.task.evaluate is not None else 0
+    saver = Saver(resume, settings.checkpoint_minutes, lambda: pos.snapshot(run), write=run.rank == 0,
+                  collective=run.world > 1)
+    run.net.train()
+    bar = tqdm(total=cfg.epochs * run.steps, initial=pos.epoch * run.steps + pos.step,
+               disable=not progress or run.rank != 0, desc=f"train {run.name}", unit="it", leave=False,
                mininterval=1.0)
-
-    def stop_if_diverged() -> None:
-        bad = watch.first_bad(world)
-        if bad is not None:
-            bar.close()
-            g, value = bad
-            where = f"epoch {g // steps_per_epoch + 1} step {g % steps_per_epoch + 1}" if g >= 0 else "a step"
-            raise TrainingDiverged(f"training {name} diverged at {where} (loss {value}); "
-                                   "lower --lr or check the operator")
-
-    clock = None
+    last = (None, None, None)
     with live(saver):
-        for epoch in range(pos["epoch"], cfg.epochs):
-            sampler.set_epoch(epoch)
-            generator.set_state(pos["generator"])  # this epoch's order (again, when resumed)
-            sampler.skip = pos["step"] * loader.batch_size
-            batches = iter(loader)
-            clock = time.perf_counter()
-            for step in range(pos["step"], steps_per_epoch):
-                saver.safe = False  # from here to the end of the step the state is in flux
-                images, labels = next(batches)
-                g = epoch * steps_per_epoch + step
-                lr = lr_at(cfg, epoch + step / steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                labels = labels.to(device, non_blocking=True)
-                with precision.autocast():
-                    logits = net(images)
-                    loss = task.loss(logits, labels, cfg)
-                    aux, terms = auxiliary_loss(model, as_tensors=True)
-                total = loss + aux
-                watch.observe(total, g)
-                if watch.due(g):
-                    stop_if_diverged()
-                optimizer.zero_grad(set_to_none=True)
-                precision.step(total, optimizer)
-                seen += images.shape[0]
-                pos["epoch_sums"].add(loss, terms)
-                pos["step"] = step + 1
-                bar.update(1)
-                if not bar.disable and step % 10 == 0:
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}",
-                                    **{k: f"{float(v):.3g}" for k, v in terms.items()})
-                saver.safe = True
-                if resume is not None and step + 1 < steps_per_epoch and (
-                        saver.due(False) if world == 1 else watch.due(g) and agree(saver.due(False), device)):
-                    stop_if_diverged()  # never a checkpoint of diverged weights
-                    elapsed, clock = elapsed + time.perf_counter() - clock, None
-                    saver.save()
-                    clock = time.perf_counter()
-            elapsed, clock = elapsed + time.perf_counter() - clock, None
+        for epoch in range(pos.epoch, cfg.epochs):
+            last = train_one_epoch(run, pos, epoch, watch, saver, bar, checkpoints=resume is not None)
             saver.safe = False
-            stop_if_diverged()
-            point = pos["epoch_sums"].point(epoch + 1, lr)  # the rate of the epoch's last step
-            if eval_every and rank == 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs):
+            stop_if_diverged(run, watch, bar)
+            point = pos.sums.point(epoch + 1, last[2])  # the rate of the epoch's last step
+            if eval_every and run.rank == 0 and ((epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs):
                 with torch.random.fork_rng(devices=[]):  # an evaluation loader draws a seed
-                    point.update(task.evaluate(model, bundle, device))
-                net.train()
-            history.append(point)
-            pos.update(epoch=epoch + 1, step=0, generator=generator.get_state(), epoch_sums=EpochSums())
+                    point.update(run.task.evaluate(run.model, run.bundle, run.device))
+                run.net.train()
+            pos.history.append(point)
+            pos.epoch, pos.step, pos.generator, pos.sums = epoch + 1, 0, run.generator.get_state(), EpochSums()
             if resume is not None and epoch + 1 < cfg.epochs:
                 saver.save()
             saver.safe = True
     bar.close()
-    # the last update can blow the weights up although every loss seen was finite
-    broken = [k for k, t in model.state_dict().items()
+    check_weights(run)
+    run.model.eval()
+    loss, terms, _ = last
+    info = {
+        "train_time_s": pos.elapsed,
+        "images_per_s": pos.seen * run.world / pos.elapsed if pos.elapsed > 0 else float("nan"),
+        "final_task_loss": None if loss is None else float(loss.detach()),
+        "final_aux_terms": {k: float(v) for k, v in (terms or {}).items()},
+        "epochs": cfg.epochs,
+        "world_size": run.world,
+        "amp": cfg.amp,
+        "history": pos.history,
+        "resumed_from": resumed_from,
+        "resume_checkpoints_written": saver.writes,
+        "implementations": ran_since(run.implementations),
+    }
+    return TrainResult(model=run.model, info=info, num_classes=run.bundle.num_classes)
+
+
+def train_one_epoch(run: Run, pos: Position, epoch: int, watch: DivergenceWatch, saver: Saver, bar,
+                    checkpoints: bool) -> tuple:
+    """The steps of ``epoch`` from ``pos.step`` on: (task loss, auxiliary terms, learning rate)
+    of the last step. With ``checkpoints``, a resume checkpoint whenever the saver says one is due."""
+    run.sampler.set_epoch(epoch)
+    run.generator.set_state(pos.generator)  # this epoch's order (again, when resumed)
+    run.sampler.skip = pos.step * run.loader.batch_size
+    batches = iter(run.loader)
+    pos.clock = time.perf_counter()
+    loss = terms = lr = None
+    for step in range(pos.step, run.steps):
+        saver.safe = False  # from here to the end of the step the state is in flux
+        images, labels = next(batches)
+        g = epoch * run.steps + step
+        lr = lr_at(run.cfg, epoch + step / run.steps)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        images = images.to(run.device, non_blocking=True).contiguous(memory_format=run.fmt)
+        labels = labels.to(run.device, non_blocking=True)
+        with run.precision.autocast():
+            logits = run.net(images)
+            loss = run.task.loss(logits, labels, run.cfg)
+            aux, terms = auxiliary_loss(run.model, as_tensors=True)
+        total = loss + aux
+        watch.observe(total, g)
+        if watch.due(g):
+            stop_if_diverged(run, watch, bar)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.precision.step(total, run.optimizer)
+        pos.seen += images.shape[0]
+        pos.sums.add(loss, terms)
+        pos.step = step + 1
+        bar.update(1)
+        if not bar.disable and step % 10 == 0:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(loss.detach()):.3f}",
+                            **{k: f"{float(v):.3g}" for k, v in terms.items()})
+        saver.safe = True
+        if checkpoints and step + 1 < run.steps and (
+                saver.due(False) if run.world == 1 else watch.due(g) and agree(saver.due(False), run.device)):
+            stop_if_diverged(run, watch, bar)  # never a checkpoint of diverged weights
+            pos.pause()
+            saver.save()
+            pos.clock = time.perf_counter()
+    pos.pause()
+    return loss, terms, lr
+
+
+def stop_if_diverged(run: Run, watch: DivergenceWatch, bar) -> None:
+    bad = watch.first_bad(run.world)
+    if bad is not None:
+        bar.close()
+        g, value = bad
+        where = f"epoch {g // run.steps + 1} step {g % run.steps + 1}" if g >= 0 else "a step"
+        raise TrainingDiverged(f"training {run.name} diverged at {where} (loss {value}); "
+                               "lower --lr or check the operator")
+
+
+def check_weights(run: Run) -> None:
+    """The last update can blow the weights up although every loss seen was finite."""
+    broken = [k for k, t in run.model.state_dict().items()
               if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if world > 1:  # buffers (BN statistics) are per process: decide together
-        flag = torch.tensor(float(bool(broken)), device=device)
+    if run.world > 1:  # buffers (BN statistics) are per process: decide together
+        flag = torch.tensor(float(bool(broken)), device=run.device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         if flag.item() and not broken:
             broken = ["(on another process)"]
     if broken:
         raise TrainingDiverged(
-            f"training {name} diverged: {len(broken)} weight tensors are not finite "
+            f"training {run.name} diverged: {len(broken)} weight tensors are not finite "
             f"after the last step (e.g. {broken[0]}); lower --lr or check the operator"
         )
-    model.eval()
-    info = {
-        "train_time_s": elapsed,
-        "images_per_s": seen * world / elapsed if elapsed > 0 else float("nan"),
-        "final_task_loss": None if loss is None else float(loss.detach()),
-        "final_aux_terms": {k: float(v) for k, v in (terms or {}).items()},
-        "epochs": cfg.epochs,
-        "world_size": world,
-        "amp": cfg.amp,
-        "history": history,
-        "resumed_from": resumed_from,
-        "resume_checkpoints_written": saver.writes,
-        "lift_impl": implementations_since(ran),
-    }
-    return TrainResult(model=model, info=info, num_classes=bundle.num_classes)
-
-
-def get_trained_model(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-                      checkpoint: str | None = None, task: Task = CLASSIFICATION,
-                      settings: TrainSettings | None = None) -> TrainResult:
-    """The ``task`` model for ``cfg``: from ``checkpoint`` if given, else the cache, else trained
-    (by :func:`train`, resuming an interrupted run of the same recipe) and cached under the hash
-    of ``cfg``; the resume checkpoint is removed once the model is cached."""
-    build = task.build
-    if checkpoint:
-        return _load_checkpoint(Path(checkpoint), cfg, bundle, device, explicit=True, build=build)
-    path = checkpoint_path(cfg)
-    resume = state_path(path)
-    rank, world = dist_info()
-    if world > 1:
-        if path.is_file():
-            return _load_checkpoint(path, cfg, bundle, device, build=build)
-        result = train(cfg, bundle, device, progress, task=task, settings=settings, resume=resume)
-        barrier()  # every process has read the resume checkpoint before it goes
-        if rank == 0:
-            _save_checkpoint(path, cfg, result)
-            remove_state(resume)
-        barrier()
-        result.info["from_cache"] = False
-        result.info["checkpoint"] = str(path)
-        return result
-    with file_lock(path):
-        if path.is_file():
-            return _load_checkpoint(path, cfg, bundle, device, build=build)
-        result = train(cfg, bundle, device, progress, task=task, settings=settings, resume=resume)
-        _save_checkpoint(path, cfg, result)
-        remove_state(resume)
-        remove_stale_temps(path.parent)  # of final writes killed before (their pid is gone)
-    result.info["from_cache"] = False
-    result.info["checkpoint"] = str(path)
-    return result
-
-
-def _save_checkpoint(path: Path, cfg: TrainConfig, result: TrainResult) -> None:
-    state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
-    with atomic_open(path, "wb") as fh:
-        torch.save({"state_dict": state, "config": cfg.to_dict(), "info": json.dumps(result.info, default=str)}, fh)
-    atomic_write_text(path.with_suffix(".json"), json.dumps({"config": cfg.to_dict(), "info": result.info},
-                                                            indent=1, default=str))
-
-
-def _load_checkpoint(path: Path, cfg: TrainConfig, bundle, device: str, explicit: bool = False,
-                     build: Callable[[TrainConfig, Any], nn.Module] = build_model) -> TrainResult:
-    if not path.is_file():
-        raise UsageError(f"checkpoint {path} not found; pass an existing file to --checkpoint")
-    fix = "pass the --model/--pool it was trained with" if explicit else "delete it and run again"
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's own text ends in advice to set weights_only=False, i.e. to run the file's code
-        raise UsageError(
-            f"checkpoint {path} holds pickled Python objects, not only tensors, and poolbench never "
-            "unpickles them (that can run arbitrary code); "
-            + ("load it where it was made and save its weights with torch.save(model.state_dict(), FILE), "
-               "then pass FILE" if explicit else "delete it and run again")
-        ) from exc
-    except Exception as exc:  # not a zip/pickle file, truncated...
-        raise UsageError(
-            f"checkpoint {path} is not a readable weights-only PyTorch checkpoint "
-            f"({type(exc).__name__}: {one_line(exc)}); "
-            + ("pass a state_dict saved with torch.save" if explicit else "delete it and run again")
-        ) from exc
-    saved = payload.get("config") if isinstance(payload, dict) else None
-    if explicit and isinstance(saved, dict):
-        differs = [f"{k} {saved[k]!r} (asked for {getattr(cfg, k)!r})" for k in ("model", "pool")
-                   if k in saved and saved[k] != getattr(cfg, k)]
-        if differs:
-            raise UsageError(f"checkpoint {path} was trained with {', '.join(differs)}; {fix}")
-    state = payload["state_dict"] if isinstance(payload, dict) and "state_dict" in payload else payload
-    model = build(cfg, bundle)
-    try:
-        if not isinstance(state, dict):
-            raise TypeError(f"holds a {type(state).__name__}, not a state_dict")
-        model.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-        raise UsageError(
-            f"checkpoint {path} does not fit {cfg.model} with pool {cfg.pool} ({one_line(exc)}); {fix}"
-        ) from exc
-    model = model.to(device).to(memory_format=memory_format_for(device)).eval()
-    info = {}
-    if isinstance(payload, dict) and "info" in payload:
-        try:
-            info = json.loads(payload["info"])
-        except (TypeError, ValueError):
-            info = {}
-    info.update({"from_cache": not explicit, "checkpoint": str(path)})
-    return TrainResult(model=model, info=info, num_classes=bundle.num_classes)

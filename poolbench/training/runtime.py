@@ -2,14 +2,13 @@
 (so they stay out of the config hash), mixed precision, the training data order, and the
 divergence watch.
 
-``TrainSettings`` reach ``train.get_trained_model`` from the runner through
-:func:`using_settings` (a context variable), so that the suites, which only say *what* is
-trained, need not carry them.
+``TrainSettings`` travel explicitly: ``poolbench.run`` builds them from its keywords (the
+command line's flags are generated from the fields below), the runner's ``RunContext`` carries
+them to the suite, and the suite passes them to ``cache.get_trained_model``.
 """
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import itertools
 import math
 import os
@@ -19,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from ..errors import UsageError
+from ..options import option
+from ..ranges import check_ranges
 
 AMP_MODES = ("off", "bf16", "fp16")
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -26,32 +27,23 @@ _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How a model trains here; none of these changes the weights a recipe trains to.
+    """How a model trains here; none of these changes the weights a recipe trains to."""
 
-    ``checkpoint_minutes``: a resume checkpoint at the end of every epoch and, inside an epoch,
-    once this many minutes have passed since the last one (0: at epoch ends only).
-    ``loader_workers``: DataLoader processes (None: 0 for in-memory data, where loading is a
-    slice of an array, up to 8 for image folders). ``check_every``: steps between the host
-    looks at the divergence flag (None: every step on CPU, where looking is free; 50 on an
-    accelerator, where it is a synchronisation). ``eval_every``: epochs between test-error
-    points of the learning curve (None: every epoch for the built-in data, none for image
-    folders; 0: none). ``compile``: torch.compile the model for training.
-    """
-
-    checkpoint_minutes: float = 10.0
-    compile: bool = False
-    loader_workers: int | None = None
-    check_every: int | None = None
-    eval_every: int | None = None
+    checkpoint_minutes: float = option(
+        10.0, "Resume checkpoints at every epoch end and at most this many minutes apart (0: epoch "
+        "ends only).", low=0)
+    compile_training: bool = option(False, "torch.compile the model for training.")
+    loader_workers: int | None = option(
+        None, "DataLoader processes for training (default 0 for in-memory data, where loading is a "
+        "slice of an array; up to 8 for image folders).", low=0)
+    check_every: int | None = option(
+        None, "Steps between looks at the divergence flag (default every step on CPU, where looking "
+        "is free; 50 on an accelerator, where it is a synchronisation).", low=1)
+    eval_every: int | None = option(
+        None, "Epochs between learning-curve test errors (default 1; image folders 0: none).", low=0)
 
     def __post_init__(self):
-        if not (isinstance(self.checkpoint_minutes, (int, float)) and self.checkpoint_minutes >= 0):
-            raise UsageError(f"--checkpoint-minutes must be >= 0, got {self.checkpoint_minutes!r}")
-        for name in ("loader_workers", "check_every", "eval_every"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < (1 if name == "check_every" else 0)):
-                raise UsageError(f"--{name.replace('_', '-')} must be a non-negative integer"
-                                 f"{' (>= 1)' if name == 'check_every' else ''}, got {value!r}")
+        check_ranges(self)
 
     def loader_workers_for(self, dataset: str) -> int:
         if self.loader_workers is not None:
@@ -65,23 +57,6 @@ class TrainSettings:
         if self.eval_every is not None:
             return self.eval_every
         return 0 if dataset == "imagefolder" else 1
-
-
-_SETTINGS: contextvars.ContextVar[TrainSettings] = contextvars.ContextVar("train_settings",
-                                                                          default=TrainSettings())
-
-
-def current_settings() -> TrainSettings:
-    return _SETTINGS.get()
-
-
-@contextlib.contextmanager
-def using_settings(settings: TrainSettings):
-    token = _SETTINGS.set(settings)
-    try:
-        yield settings
-    finally:
-        _SETTINGS.reset(token)
 
 
 # --- mixed precision ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ import pandas as pd
 
 from ...config import TrainConfig
 from ...errors import UsageError
+from ...options import check_fields, option
 from ...metrics import iou_per_class, miou
 from ...models.segnet import DEFAULT_WIDTHS, Variant, resolve_variant, segnet_model_name, segnet_widths
 from .reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
@@ -47,6 +48,7 @@ from .task import get_trained_segnet, load_segmentation_data, segmentation_confu
 from ..intervals import METHOD_NOTE, add_metric_intervals, per_image
 from ...store import Measured, make_row
 from ...training.loop import OPTIMIZERS, SCHEDULES
+from .. import register_suite
 from ..base import Suite, pool_columns, train_config_of, training_rows
 
 DEFAULT_VARIANTS = ("max_unpool", "max_unpool_blur", "lift", "bilinear")
@@ -98,44 +100,36 @@ def _widths(value) -> tuple[int, ...]:
 class SegmentationOptions:
     """The ``[segmentation]`` preset table and its flags (see the module docstring)."""
 
-    # the SegNet recipe
-    train_size: int | None = 2000
-    test_size: int | None = 500
-    epochs: int = 24
-    batch_size: int = 16
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: int = 2
-    # what is trained; strings of variants keep the commas of their pool specs ("max:up=unpool_blur,blur_size=5")
-    variants: str | tuple[str, ...] | None = None
-    dataset: str | None = None
-    widths: tuple[int, ...] | str = DEFAULT_WIDTHS
-    seeds: tuple[int, ...] | None = None
-    # reconstruction without training
-    reconstruction: bool = True
-    images: str | tuple[str, ...] = SAMPLE_IMAGES
-    levels: int = 1
-    dtypes: tuple[str, ...] = ("float32", "float64")
+    # the SegNet recipe (--epochs, --batch-size, --lr, --train-size, --test-size set it too)
+    train_size: int | None = option(2000, "SegNet training images.", low=1)
+    test_size: int | None = option(500, "SegNet test images.", low=1)
+    epochs: int = option(24, "SegNet epochs.", low=1)
+    batch_size: int = option(16, "SegNet batch size.", low=1)
+    optimizer: str = option("sgd", "SegNet optimizer.", choices=OPTIMIZERS)
+    lr: float = option(0.05, "SegNet learning rate.", low=0, low_open=True)
+    momentum: float = option(0.9, "SegNet SGD momentum.", low=0)
+    nesterov: bool = option(True, "SegNet Nesterov momentum.")
+    weight_decay: float = option(5e-4, "SegNet weight decay.", low=0)
+    schedule: str = option("cosine", "SegNet learning-rate schedule.", choices=SCHEDULES)
+    warmup_epochs: int = option(2, "SegNet linear warm-up epochs.", low=0)
+    # strings of variants keep the commas of their pool specs ("max:up=unpool_blur,blur_size=5")
+    variants: str | tuple[str, ...] | None = option(
+        None, "max_unpool,max_unpool_blur,lift,bilinear or 'all' (default: all four, or those of --pool).")
+    dataset: str | None = option(None, "Segmentation data (default: the twin of the run's dataset, "
+                                 "shapes -> shapes-seg).")
+    widths: tuple[int, ...] | str = option(DEFAULT_WIDTHS, "SegNet encoder widths.")
+    seeds: tuple[int, ...] | None = option(None, "Training seeds (default: the run's).", cli=False)
+    reconstruction: bool = option(True, "The PSNR reconstruction test (down- then up-pooling, no "
+                                  "training).")
+    images: str | tuple[str, ...] = option(SAMPLE_IMAGES, "Images of the reconstruction test.")
+    levels: int = option(1, "Down/up pooling levels of the reconstruction test.", low=1)
+    dtypes: tuple[str, ...] = option(("float32", "float64"), "dtypes of the reconstruction test.")
 
     def __post_init__(self):
+        check_fields(self, "segmentation")
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        for name in ("epochs", "batch_size", "levels") + (("train_size",) if self.train_size is not None else ()) \
-                + (("test_size",) if self.test_size is not None else ()):
-            if getattr(self, name) < 1:
-                raise UsageError(f"segmentation option {name} must be >= 1, got {getattr(self, name)!r}")
-        if self.warmup_epochs < 0 or self.lr <= 0:
-            raise UsageError(f"segmentation needs lr > 0 and warmup_epochs >= 0, got lr {self.lr!r}, "
-                             f"warmup_epochs {self.warmup_epochs!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown segmentation optimizer {self.optimizer!r}; choose {' or '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown segmentation schedule {self.schedule!r}; use {', '.join(SCHEDULES)}")
         variants = tuple(_as_list(self.variants)) or None
         for name in variants or ():
             if variants != ("all",):
@@ -176,7 +170,11 @@ def variants_for(pools: list[str] | None, variants=None) -> list[Variant]:
 # --- the suite ----------------------------------------------------------------------------------
 
 class SegmentationSuite(Suite):
+    """SegNet with paired down/up pooling: mIoU per up-pooling variant; reconstruction PSNR."""
+
     name = "segmentation"
+    title = "Segmentation and up-pooling"
+    order = 50
     Options = SegmentationOptions
 
     def checkpoint_pool(self, pool: str) -> str:
@@ -225,7 +223,8 @@ class SegmentationSuite(Suite):
     def _run_train(self, cell: dict, ctx) -> list[dict]:
         cfg = train_config_of(cell)
         bundle = load_segmentation_data(cfg.dataset, cfg.data_seed, cfg.train_size, cfg.test_size, ctx.data_root)
-        result = get_trained_segnet(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell))
+        result = get_trained_segnet(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell),
+                                    settings=ctx.train)
         test = bundle.eval_arrays()
         conf, counts = segmentation_confusion(result.model, test.images, test.masks, bundle.num_classes,
                                               ctx.device, progress=ctx.progress)
@@ -349,4 +348,4 @@ class SegmentationSuite(Suite):
         return notes
 
 
-SUITE = SegmentationSuite()
+SUITE = register_suite(SegmentationSuite())

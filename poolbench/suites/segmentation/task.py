@@ -18,7 +18,9 @@ from ...data import load_segmentation_dataset
 from ...metrics import confusion_matrix
 from ...models.segnet import SegNet, segnet_widths
 from ...process import memory_format_for
-from ...training.loop import Task, TrainResult, get_trained_model
+from ...training.cache import get_trained_model
+from ...training.loop import Task, TrainResult
+from ...training.runtime import TrainSettings
 
 IGNORE_INDEX = 255
 
@@ -56,10 +58,11 @@ SEGNET = Task(build=build_segnet, loss=segmentation_loss,
 
 
 def get_trained_segnet(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
-                       checkpoint: str | None = None) -> TrainResult:
+                       checkpoint: str | None = None,
+                       settings: TrainSettings = TrainSettings()) -> TrainResult:
     """The SegNet for ``cfg``: from ``checkpoint`` if given, else the checkpoint cache, else
     trained once and cached."""
-    return get_trained_model(cfg, bundle, device, progress, checkpoint, task=SEGNET)
+    return get_trained_model(cfg, bundle, device, progress, checkpoint, task=SEGNET, settings=settings)
 
 
 def _to_float(images) -> torch.Tensor:
