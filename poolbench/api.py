@@ -13,6 +13,7 @@ same fields.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -113,9 +114,11 @@ def _split(suite_obj, options: dict[str, Any]) -> tuple[RunOptions, TrainSetting
     suite_fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
     unknown = sorted(set(options) - run_fields - train_fields - suite_fields)
     if unknown:
-        accepted = sorted(run_fields | train_fields | suite_fields)
+        close = difflib.get_close_matches(unknown[0], sorted(run_fields | train_fields | suite_fields), n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
         raise UsageError(f"unknown {suite_obj.name} option{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(unknown)}; accepted: {', '.join(accepted)}")
+                         f"{', '.join(unknown)}{hint} ({suite_obj.name} options: "
+                         f"{', '.join(sorted(suite_fields))}; the run's: `poolbench run {suite_obj.name} -h`)")
     run_opts = build_options(RunOptions, {k: v for k, v in options.items() if k in run_fields}, "run")
     settings = build_options(TrainSettings, {k: v for k, v in options.items() if k in train_fields},
                              "training")

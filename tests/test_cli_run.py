@@ -95,7 +95,7 @@ def test_json_prints_only_json_on_stdout(run):
     (["accuracy", "--preset", "quik"], "unknown preset 'quik'; did you mean quick?"),
     (["accuracy", "--executor", "threads"], "Invalid value for '--executor'"),
     (["robustness", "--corruptions", "fogg"], "unknown corruption 'fogg'"),
-    (["robustness", "--severities", "0,9"], "severities must lie in 1..5"),
+    (["robustness", "--severities", "0,9"], "severities must be in [1, 5], got 0 (--severities)"),
     (["perturbation", "--perturbations", "wobble"], "unknown perturbation 'wobble'"),
     (["accuracy", "--checkpoint", "/nonexistent/model.pt"], "not found"),
 ])

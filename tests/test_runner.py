@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from poolbench.training import cache
+from poolbench.training.runtime import TrainSettings
 from poolbench import registry, runner
 from poolbench.training import loop as train
 from poolbench.pools import lift_native
@@ -95,7 +97,7 @@ def test_rerun_recomputes_only_the_deleted_cell(tmp_path, fresh_cache, count_tra
     # delete avg's cell and its checkpoint: only avg is trained and evaluated again
     avg_hash = cell_hash("accuracy", cells[1])
     (tmp_path / "results" / "accuracy" / f"{avg_hash}.json").unlink()
-    train.checkpoint_path(train_config_of(cells[1])).unlink()
+    cache.checkpoint_path(train_config_of(cells[1])).unlink()
     third = run_cells("accuracy", cells, ctx, log=quiet)
     assert (third.computed, third.skipped) == (1, 1)
     assert count_training == ["max", "avg", "avg"] and count_cells == ["max", "avg", "avg"]
@@ -159,7 +161,7 @@ def test_explicit_checkpoint_gets_its_own_cell(tmp_path):
     ctx = RunContext(results=str(tmp_path), progress=False)
     cells = cells_for(["max"])
     trained = run_cells("accuracy", cells, ctx, log=quiet)
-    ckpt = train.checkpoint_path(TrainConfig(**{**TINY, "pool": "max", "milestones": ()}))
+    ckpt = cache.checkpoint_path(TrainConfig(**{**TINY, "pool": "max", "milestones": ()}))
     assert ckpt.is_file()
     with_ckpt = RunContext(results=str(tmp_path), progress=False, checkpoint=str(ckpt))
     evaluated = run_cells("accuracy", cells, with_ckpt, log=quiet)
@@ -292,16 +294,14 @@ def test_execute_runs_the_cell_on_the_worker_device_with_its_settings(tmp_path, 
     seen = {}
 
     def fake_run_cell(self, cell, ctx):
-        from poolbench.training.runtime import current_settings
-
-        seen.update(device=ctx.device, threads=torch.get_num_threads(), settings=current_settings())
+        seen.update(device=ctx.device, threads=torch.get_num_threads(), settings=ctx.train)
         return []
 
     monkeypatch.setattr(AccuracySuite, "run_cell", fake_run_cell)
     monkeypatch.setitem(runner._WORKER, "device", "cuda:1")
     before = torch.get_num_threads()
-    ctx = RunContext(results=str(tmp_path), device="cuda", threads=1, checkpoint_minutes=3,
-                     eval_every=2)
+    ctx = RunContext(results=str(tmp_path), device="cuda", threads=1,
+                     train=TrainSettings(checkpoint_minutes=3, eval_every=2))
     runner._execute("accuracy", cells_for(["max"])[0], ctx)
     assert seen["device"] == "cuda:1" and seen["threads"] == 1
     assert seen["settings"].checkpoint_minutes == 3 and seen["settings"].eval_every == 2

@@ -241,7 +241,7 @@ def test_perturbation_suite_cells_carry_the_resolved_engines(tmp_path):
     assert SUITE.cell_options(ref)["perturbation_engines"] == {"translate": "reference", "spatter": "reference"}
     official = PerturbationOptions(perturbations=("translate",), perturbation_data=str(tmp_path))
     assert "perturbation_engines" not in SUITE.cell_options(official)
-    with pytest.raises(UsageError, match="--perturbation-engine 'numpy': use auto, reference, torch"):
+    with pytest.raises(UsageError, match="perturbation option perturbation_engine must be one of auto, reference, torch, got 'numpy'"):
         PerturbationOptions(perturbation_engine="numpy")
 
 

@@ -11,7 +11,7 @@ import torch
 
 from helpers import OPTION_GRID
 from helpers import option_ids as _ids
-from poolbench import auxiliary_loss, get_pool
+from poolbench import auxiliary_loss, get_pool, implementations
 from poolbench.pools import lift_fast, lift_native
 from poolbench.pools.lift import LiftDownPool1d
 
@@ -244,9 +244,9 @@ def test_build_is_cached_by_source_flags_and_compiler(monkeypatch, tmp_path):
 
 
 def _implementations(pool, x) -> str:
-    mark = lift_fast.RAN.copy()
+    before = implementations.mark()
     pool(x)
-    return lift_fast.implementations_since(mark)
+    return implementations.ran_since(before).get("lift", "")
 
 
 @needs_kernel
@@ -256,9 +256,9 @@ def test_each_call_counts_the_implementation_that_computed_it():
     assert _implementations(get_pool("lift", 32, impl="reference"), x) == "reference"
     assert _implementations(get_pool("lift", 3), torch.randn(2, 3, 8, 8)) == "torch"  # 3 % 16 != 0
     assert _implementations(get_pool("lift", 32).double(), x.double()) == "torch"
-    mark = lift_fast.RAN.copy()
+    before = implementations.mark()
     get_pool("lift", 32)(x), get_pool("lift", 32, impl="reference")(x)
-    assert lift_fast.implementations_since(mark) == "native+reference"
+    assert implementations.ran_since(before) == {"lift": "native+reference"}
     assert _implementations(get_pool("max", 32), x) == ""
 
 

@@ -272,25 +272,26 @@ def test_lps_training_is_a_seeded_gumbel_mix_and_a_flat_one_at_high_temperature(
 
 # --- circular padding in the backbones -----------------------------------------------------------
 
-def test_padding_flag_sets_the_model_option(monkeypatch):
+def test_padding_flag_sets_the_model_option(monkeypatch, tmp_path):
     seen = {}
 
     class Stop(Exception):
         pass
 
-    def fake_run(suite, pools, **kwargs):
-        seen.update(kwargs, suite=suite)
+    def fake_run_cells(suite, cells, ctx, executor, log=None):
+        seen.update(model=cells[0]["train"]["model"], suite=suite)
         raise Stop
 
-    monkeypatch.setattr(cli.api, "run", fake_run)
+    monkeypatch.setattr(cli.api, "run_cells", fake_run_cells)
+    store = ["--results", str(tmp_path)]
     with pytest.raises(Stop):
-        cli.main(["run", "shift", "--pool", "aps", "--padding", "circular"])
+        cli.main(["run", "shift", "--pool", "aps", "--padding", "circular", *store])
     assert seen["model"] == "convnet:padding=circular"        # the quick preset's model
     with pytest.raises(Stop):
-        cli.main(["run", "accuracy", "--model", "resnet18_cifar", "--padding", "circular"])
+        cli.main(["run", "accuracy", "--model", "resnet18_cifar", "--padding", "circular", *store])
     assert seen["model"] == "resnet18_cifar:padding=circular"
     with pytest.raises(Stop):
-        cli.main(["run", "accuracy", "--model", "convnet:padding=circular", "--padding", "zeros"])
+        cli.main(["run", "accuracy", "--model", "convnet:padding=circular", "--padding", "zeros", *store])
     assert seen["model"] == "convnet"
 
 

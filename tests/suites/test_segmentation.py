@@ -386,8 +386,8 @@ def test_options_are_typed_and_normalised():
     ({"widths": [16, 0]}, r"widths must be a list of positive integers"),
     ({"variants": "nosuchpool"}, "unknown pool"),
     ({"dtypes": "float16"}, "unknown segmentation dtype 'float16'"),
-    ({"optimizer": "adam"}, "choose sgd or adamw"),
-    ({"schedule": "poly"}, "unknown segmentation schedule"),
+    ({"optimizer": "adam"}, r"optimizer must be one of sgd, adamw, got 'adam' \(--optimizer\)"),
+    ({"schedule": "poly"}, "schedule must be one of cosine, step, constant"),
     ({"levels": 0}, "levels must be >= 1"),
 ])
 def test_bad_options_fail_in_one_line(values, match):

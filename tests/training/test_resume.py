@@ -20,6 +20,7 @@ import time
 import pytest
 import torch
 
+from poolbench.training import cache
 from poolbench.training import checkpoint as ckpt
 from poolbench.training.runtime import ResumableSampler
 
@@ -82,7 +83,7 @@ CHILD = textwrap.dedent("""
         info = result.info
     else:
         settings = TrainSettings(checkpoint_minutes=minutes)
-        result = T.get_trained_model(cfg, bundle, progress=False, settings=settings)
+        result = cache.get_trained_model(cfg, bundle, progress=False, settings=settings)
         state = result.model.state_dict()
         info = result.info
     torch.save({k: v.contiguous() for k, v in state.items()}, sys.argv[3])
@@ -249,8 +250,8 @@ def test_a_state_that_does_not_fit_the_model_is_started_over(tmp_path, monkeypat
 
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig(train_size=128, test_size=32, epochs=1, batch_size=64)
-    path = ckpt.state_path(T.checkpoint_path(cfg))
+    path = ckpt.state_path(cache.checkpoint_path(cfg))
     ckpt.write_state(path, {"model": {"nope": torch.zeros(1)}, "optimizer": {}, "world": 1,
                             "threads": torch.get_num_threads()})
-    result = T.get_trained_model(cfg, T.load_bundle(cfg), progress=False)
+    result = cache.get_trained_model(cfg, T.load_bundle(cfg), progress=False)
     assert result.info["resumed_from"] is None and not path.exists()

@@ -17,11 +17,11 @@ from poolbench.errors import UsageError
 from poolbench.training.evaluate import predict
 from poolbench.runner import RunContext, run_cells
 from poolbench.suites import get_suite
+from poolbench.training.cache import checkpoint_path, get_trained_model
 from poolbench.training.loop import (
     CLASSIFICATION,
     Task,
     TrainingDiverged,
-    get_trained_model,
     load_bundle,
     lr_at,
 )
@@ -213,7 +213,7 @@ def test_second_call_loads_from_cache_with_weights_only(bundle, monkeypatch):
     cfg = dataclasses.replace(TINY, seed=5)
     first = get_trained_model(cfg, bundle, progress=False)
     assert first.info["from_cache"] is False
-    path = train.checkpoint_path(cfg)
+    path = checkpoint_path(cfg)
     assert first.info["checkpoint"] == str(path) and path.is_file()
 
     calls = []
@@ -322,7 +322,7 @@ def test_integer_valued_floats_name_the_same_checkpoint():
     from_toml = train_config({"train": {"lr": 1, "weight_decay": 0, "momentum": 0}}, "max", 0)
     from_flag = train_config({"train": {}}, "max", 0, {"lr": 1.0, "weight_decay": 0.0, "momentum": 0.0})
     assert from_toml == from_flag
-    assert train.checkpoint_path(from_toml) == train.checkpoint_path(from_flag)
+    assert checkpoint_path(from_toml) == checkpoint_path(from_flag)
     assert train_config({"train": {"lr": 2}}, "max", 0) != train_config({"train": {}}, "max", 0)
 
 
@@ -381,7 +381,7 @@ def test_amp_is_in_the_recipe_hash_only_when_on():
     assert "amp" not in off.to_dict()  # hashes of float32 recipes are what they were
     bf16 = dataclasses.replace(off, amp="bf16")
     assert bf16.to_dict()["amp"] == "bf16"
-    assert train.checkpoint_path(bf16) != train.checkpoint_path(off)
+    assert checkpoint_path(bf16) != checkpoint_path(off)
     with pytest.raises(UsageError, match="unknown amp"):
         TrainConfig(amp="fp8")
 
