@@ -258,7 +258,7 @@ def cli_reference() -> str:
              "a test fails when this file is stale.", ""]
 
     def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
-        ctx = click.Context(command, info_name=path[-1], parent=parent)
+        ctx = click.Context(command, info_name=path[-1], parent=parent, **command.context_settings)
         lines.extend([f"## `{' '.join(path)}`", "", (command.help or "").strip(), ""])
         records = [p.get_help_record(ctx) for p in command.get_params(ctx)]
         records = [r for r in records if r]
