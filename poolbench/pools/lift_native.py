@@ -43,8 +43,11 @@ from ..config import cache_dir
 from .lift_ops import _pad_index
 
 SOURCE = Path(__file__).with_name("lift_kernel.c")
-FLAGS = ("-O3", "-march=native", "-ffast-math", "-ffp-contract=fast", "-std=gnu11", "-fPIC",
-         "-shared")
+FLAGS = ("-O3", "-march=native", "-ffast-math", "-ffp-contract=fast", "-std=gnu11", "-fPIC")
+# Linked apart from the compile and without -ffast-math: a shared library linked with it gets
+# crtfastmath.o, whose constructor turns on flush-to-zero and denormals-are-zero for the whole
+# process when the library loads, changing every later computation that meets a denormal.
+LINK = ("-shared",)
 OPENMP = ("-fopenmp",)   # dropped where the compiler has none: the kernel then runs serially
 CL = torch.channels_last
 BLOCK, MAX_TAPS = 16, 16   # lift_kernel.c's VB and KMAX: channels in blocks of 16, K <= 16
@@ -65,26 +68,31 @@ def _cpu_key() -> str:
     return f"{platform.machine()}|{flags}"
 
 
-def _build(cc: list[str], flags: tuple) -> Path:
-    """The compiled kernel for this source, compiler, flags and CPU (built unless cached)."""
-    key = hashlib.sha256(b"|".join([SOURCE.read_bytes(), " ".join(flags).encode(),
-                                    " ".join(cc).encode(), _cpu_key().encode()])).hexdigest()[:16]
+def _build(cc: list[str], flags: tuple, extra: tuple = ()) -> Path:
+    """The compiled kernel for this source, compiler, flags and CPU (built unless cached):
+    compiled with ``flags + extra``, linked with ``LINK + extra``."""
+    key = hashlib.sha256(b"|".join([SOURCE.read_bytes(), " ".join(flags + extra).encode(),
+                                    " ".join(LINK).encode(), " ".join(cc).encode(),
+                                    _cpu_key().encode()])).hexdigest()[:16]
     out = cache_dir() / "kernels" / f"lift_kernel-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
+    obj = tmp[:-3] + ".o"
     try:
-        proc = subprocess.run([*cc, *flags, str(SOURCE), "-o", tmp, "-lm"], capture_output=True,
-                              text=True, timeout=120)
-        if proc.returncode != 0:
-            errors = [ln for ln in proc.stderr.splitlines() if "error" in ln] or ["(no output)"]
-            raise RuntimeError(f"{' '.join(cc)} failed: {errors[0].strip()}")
+        for command in ([*cc, *flags, *extra, "-c", str(SOURCE), "-o", obj],
+                        [*cc, *LINK, *extra, obj, "-o", tmp, "-lm"]):
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+            if proc.returncode != 0:
+                errors = [ln for ln in proc.stderr.splitlines() if "error" in ln] or ["(no output)"]
+                raise RuntimeError(f"{' '.join(cc)} failed: {errors[0].strip()}")
         os.replace(tmp, out)   # atomic: a concurrent build or a reader never sees half a file
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, obj):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
     return out
 
 
@@ -110,7 +118,7 @@ def library():
             else:
                 try:
                     try:
-                        path = _build(cc, FLAGS + OPENMP)
+                        path = _build(cc, FLAGS, OPENMP)
                     except RuntimeError:
                         path = _build(cc, FLAGS)
                     lib = ctypes.CDLL(str(path))

@@ -4,8 +4,12 @@ losses, for every option the kernel takes; determinism across runs and thread co
 refuses; the fallbacks (no compiler, a failed build, POOLBENCH_NATIVE=0) and the build cache."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -265,3 +269,46 @@ def test_each_call_counts_the_implementation_that_computed_it():
 def test_disabled_kernel_is_counted_as_the_torch_path(monkeypatch, tmp_path):
     _fresh_state(monkeypatch, tmp_path, POOLBENCH_NATIVE="0")
     assert _implementations(get_pool("lift", 32), torch.randn(2, 32, 8, 8)) == "torch"
+
+
+# --- no side effects on the process ---------------------------------------------------------------
+
+def _denormal_survives() -> bool:
+    tiny = 1e-39  # below float32's smallest normal (1.18e-38): flushed to 0 under FTZ/DAZ
+    return float(torch.tensor([tiny]) * 1.0) != 0.0 and float(np.float32(tiny) * np.float32(1.0)) != 0.0
+
+
+@needs_kernel
+def test_a_denormal_survives_a_lift_forward_on_the_native_kernel():
+    """Regression: the kernel was linked with -ffast-math, whose crtfastmath.o turned on
+    flush-to-zero for the whole process when the library loaded."""
+    assert _denormal_survives()
+    assert _implementations(get_pool("lift", 32), torch.randn(2, 32, 8, 8)) == "native"
+    assert _denormal_survives()
+
+
+_TRAIN_MAX = """
+import hashlib, sys, torch
+from poolbench import get_pool
+from poolbench.config import TrainConfig
+from poolbench.training.loop import load_bundle, train
+torch.set_num_threads(1)
+if sys.argv[1] == "lift-first":
+    get_pool("lift", 32)(torch.randn(2, 32, 8, 8))
+cfg = TrainConfig(pool="max", train_size=128, test_size=32, epochs=1, batch_size=32, lr=1e-4)
+model = train(cfg, load_bundle(cfg), progress=False).model
+digest = hashlib.sha256()
+for name, t in sorted(model.state_dict().items()):
+    digest.update(name.encode() + t.detach().contiguous().numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+@needs_kernel
+@pytest.mark.slow  # trains in two fresh processes
+def test_max_trains_to_the_same_bits_whether_or_not_lift_ran_first(tmp_path):
+    env = {**os.environ, "POOLBENCH_CACHE": str(tmp_path)}
+    digests = [subprocess.run([sys.executable, "-c", _TRAIN_MAX, order], env=env, capture_output=True,
+                              text=True, check=True, timeout=600).stdout.strip()
+               for order in ("max-only", "lift-first")]
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
