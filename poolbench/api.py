@@ -67,7 +67,9 @@ class RunOptions:
                                    "shifts (default 0).")
     device: str | None = option(None, "cpu (default) or cuda[:N].")
     results: str | None = option(None, "Result store (default ./results, or POOLBENCH_RESULTS).")
-    executor: str = option("sequential", "Where cells run.", choices=EXECUTORS)
+    executor: str | None = option(None, "Where cells run (default: POOLBENCH_EXECUTOR, else auto: worker "
+                                  "processes when 2 or more cells must be computed and 2 or more "
+                                  "cores are free, else this process).", choices=EXECUTORS)
     workers: int = option(2, "Processes for --executor process.", low=1)
     threads: int | None = option(None, "torch threads per process (default: POOLBENCH_THREADS, else "
                                  "the free cores shared among the workers).", low=1)
@@ -143,8 +145,13 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
     suite_obj = get_suite(suite)
     name = suite_obj.name
     opt, settings, own = _split(suite_obj, options)
-    if not suite_obj.parallel and opt.executor != "sequential":
-        raise UsageError(f"{name} times pools side by side: use --executor sequential")
+    executor = opt.executor or env_default("executor", "auto")
+    if executor not in EXECUTORS:
+        raise UsageError(f"POOLBENCH_EXECUTOR {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if not suite_obj.parallel:
+        if executor not in ("sequential", "auto"):
+            raise UsageError(f"{name} times pools side by side: use --executor sequential")
+        executor = "sequential"
     preset_data = load_preset(opt.preset)
     named = (pools,) if isinstance(pools, str) else tuple(pools or ())
     user_pools = [canonical_spec(p) for p in named] or ["max"]  # unknown names fail here, before work
@@ -192,7 +199,7 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
         except OSError as exc:  # a read-only store still shows what it holds
             notes.append(f"{ctx.results} is not writable ({exc.strerror or exc}): "
                          "this command is not recorded in commands.log")
-    report = run_cells(name, cells, ctx, opt.executor, log=log)
+    report = run_cells(name, cells, ctx, executor, log=log)
     errors = [r for r in report.rows if r.get("error")]
     measured = [r for r in report.rows if not r.get("error")]
     table = (suite_obj.table(pd.DataFrame(measured), opts, ResultStore(ctx.results)) if measured

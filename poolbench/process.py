@@ -13,6 +13,7 @@ import datetime
 import fcntl
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,18 +86,50 @@ def worker_devices(device: str, workers: int, count: int | None = None) -> list[
     return [f"cuda:{i % count}" for i in range(workers)]
 
 
-def free_cores() -> int:
-    """Cores this process may use (its affinity) less those other processes keep busy (the
-    one-minute load average, rounded), at least one."""
+def free_cores(window: float = 0.25) -> int:
+    """Cores this process may use (its affinity) less those other processes keep busy now, at
+    least one."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    try:
-        busy = int(os.getloadavg()[0] + 0.5)
-    except OSError:
-        busy = 0
+    busy = int(busy_cores(window) + 0.5)
     return max(1, cores - min(busy, cores - 1))
+
+
+def busy_cores(window: float = 0.25) -> float:
+    """Cores that other processes keep busy: the CPU time the machine actually used over
+    ``window`` seconds (/proc/stat), less this process's own. Not the one-minute load average,
+    which lags: right after an install it still counts a busy core on an idle machine. Where
+    /proc/stat is missing, the load average it is."""
+    first, own = _cpu_jiffies(), time.process_time()
+    if first is None:
+        try:
+            return float(os.getloadavg()[0])
+        except OSError:
+            return 0.0
+    time.sleep(window)
+    second, own = _cpu_jiffies(), time.process_time() - own
+    busy, total = second[0] - first[0], second[1] - first[1]
+    if total <= 0:
+        return 0.0
+    machine = busy / total * (os.cpu_count() or 1)
+    return max(0.0, machine - own / window)
+
+
+def _cpu_jiffies() -> tuple[float, float] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat's "cpu" line."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already inside user)
+    values = [float(v) for v in fields[1:9]]
+    idle = values[3] + values[4]
+    return sum(values) - idle, sum(values)
 
 
 def default_threads(workers: int = 1) -> int:

@@ -30,6 +30,7 @@ from .process import (
     default_threads,
     dist_info,
     file_lock,
+    free_cores,
     is_main_process,
     keep_freed_memory,
     torch_threads,
@@ -43,6 +44,7 @@ from .suites import get_suite
 class Executor(enum.StrEnum):
     """Where cells run."""
 
+    AUTO = "auto"              # process when 2 or more cells must be computed on 2 or more free cores
     SEQUENTIAL = "sequential"
     PROCESS = "process"
     SLURM = "slurm"
@@ -157,7 +159,8 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     log = log or (lambda msg: print(msg, file=sys.stderr))
     if executor not in EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and executor != "sequential":
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if torchrun and executor not in ("sequential", "auto"):
         raise UsageError("under torchrun use --executor sequential (the processes train together)")
     if ctx.checkpoint:
         # the model evaluated is the file's, not the recipe's: its content names the cell, so
@@ -189,6 +192,11 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
             log(f"{suite_name}: {skipped} of {len(cells)} cells already in {ctx.results}, skipped")
         if retried:
             log(f"{suite_name}: {retried} cells that failed before are run again")
+    if executor == "auto":
+        executor = choose_executor(len(todo), ctx, torchrun)
+        if executor == "process" and is_main_process():
+            log(f"{suite_name}: {len(todo)} cells on {min(ctx.workers, len(todo))} worker processes "
+                "(--executor auto; --executor sequential runs them here)")
     if executor in ("process", "slurm") and not ctx.plugins:
         ctx = replace(ctx, plugins=_loaded_plugins())
 
@@ -218,8 +226,17 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     return RunReport(rows=rows, computed=len(todo) - reused, skipped=skipped + reused, failed=failed)
 
 
+def choose_executor(todo: int, ctx: RunContext, torchrun: bool = False) -> str:
+    """``auto``: worker processes when two or more cells must be computed and two or more cores
+    are free (measured now, not from the lagging load average), else this process."""
+    if torchrun or todo < 2 or ctx.workers < 2 or ctx.device.startswith("cuda"):
+        return "sequential"
+    return "process" if _free_cores_here() >= 2 else "sequential"
+
+
 _WORKER: dict = {}  # in a process-executor worker: {"device": the device its cells use}
 _THREADS: dict = {}  # workers -> the default thread count, measured once per process
+_FREE: dict = {}     # the free cores, measured once per process
 
 
 def _threads_here(workers: int) -> int:
@@ -228,6 +245,14 @@ def _threads_here(workers: int) -> int:
     if workers not in _THREADS:
         _THREADS[workers] = default_threads(workers)
     return _THREADS[workers]
+
+
+def _free_cores_here() -> int:
+    """``process.free_cores`` measured the first time this process asks (later, it would count
+    this process's own workers)."""
+    if "cores" not in _FREE:
+        _FREE["cores"] = free_cores()
+    return _FREE["cores"]
 
 
 def worker_pool(workers: int, devices: list[str]) -> cf.ProcessPoolExecutor:

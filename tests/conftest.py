@@ -11,9 +11,12 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Checkpoints and generated data sets go to a per-session temporary cache."""
+    """Checkpoints and generated data sets go to a per-session temporary cache; cells run in
+    the test's process unless a test asks for an executor (the default, auto, would spawn
+    workers for any run of two or more cells)."""
     if "POOLBENCH_CACHE_KEEP" not in os.environ:
         monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("POOLBENCH_EXECUTOR", "sequential")
 
 
 @pytest.fixture

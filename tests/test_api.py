@@ -84,7 +84,7 @@ def test_run_rejects_an_unknown_suite_option_before_any_work(cells_of):
 
 
 def test_run_rejects_an_unknown_executor_in_one_line(cells_of):
-    with pytest.raises(UsageError, match="run option executor must be one of sequential, process, slurm, got 'cluster' \\(--executor\\)"):
+    with pytest.raises(UsageError, match="run option executor must be one of auto, sequential, process, slurm, got 'cluster' \\(--executor\\)"):
         cells_of("accuracy", executor="cluster")
 
 

@@ -15,7 +15,7 @@ import torch
 
 from poolbench.training import cache
 from poolbench.training.runtime import TrainSettings
-from poolbench import registry, runner
+from poolbench import api, registry, runner
 from poolbench.training import loop as train
 from poolbench.pools import lift_native
 from poolbench.config import TrainConfig, train_config
@@ -314,12 +314,12 @@ def test_default_threads_never_oversubscribe(monkeypatch):
     monkeypatch.delenv("POOLBENCH_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(process.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
-    monkeypatch.setattr(process.os, "getloadavg", lambda: (3.4, 0.0, 0.0))
+    monkeypatch.setattr(process, "busy_cores", lambda window=0.25: 3.4)
     assert process.free_cores() == 5
     assert process.default_threads() == 5 and process.default_threads(2) == 2
-    monkeypatch.setattr(process.os, "getloadavg", lambda: (40.0, 0.0, 0.0))
+    monkeypatch.setattr(process, "busy_cores", lambda window=0.25: 40.0)
     assert process.free_cores() == 1 and process.default_threads(4) == 1
-    monkeypatch.setattr(process.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    monkeypatch.setattr(process, "busy_cores", lambda window=0.25: 0.2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this machine
     assert process.default_threads() == 4 and process.default_threads(2) == 2
     monkeypatch.setenv("POOLBENCH_THREADS", "3")
@@ -413,3 +413,49 @@ def test_freed_batch_memory_is_reused_not_faulted_in_again(env, applied):
     assert out[0] == str(applied)
     median_faults = int(out[1])
     assert (median_faults < 100) if applied else (median_faults > 1000), median_faults
+
+
+def test_busy_cores_is_the_cpu_time_others_used_in_the_window(monkeypatch):
+    """Regression: the free-core default read the one-minute load average, which right after an
+    install still counts a busy core on an idle 2-core machine (the main job trained on 1 of 2
+    free cores). Now: /proc/stat's busy share of the machine over the window, less this
+    process's own CPU time."""
+    from poolbench import process
+
+    snapshots = iter([(1000.0, 10000.0), (1000.0 + 300.0, 10000.0 + 400.0)])  # 75% busy
+    own = iter([5.0, 5.0 + 0.25])                                              # 1 core for 0.25 s
+    monkeypatch.setattr(process, "_cpu_jiffies", lambda: next(snapshots))
+    monkeypatch.setattr(process.time, "process_time", lambda: next(own))
+    monkeypatch.setattr(process.time, "sleep", lambda s: None)
+    monkeypatch.setattr(process.os, "cpu_count", lambda: 4)
+    # 0.75 x 4 cores busy machine-wide, 1 of them this process: 2 cores busy elsewhere
+    assert process.busy_cores(0.25) == pytest.approx(2.0)
+
+
+def test_busy_cores_reads_this_machine():
+    from poolbench import process
+
+    busy = process.busy_cores(0.05)
+    assert 0.0 <= busy <= (process.os.cpu_count() or 1)
+    assert process._cpu_jiffies()[1] > process._cpu_jiffies()[0] > 0
+
+
+def test_auto_executor_uses_workers_only_for_two_cells_on_two_free_cores(monkeypatch):
+    monkeypatch.setattr(runner, "_free_cores_here", lambda: 2)
+    ctx = RunContext(device="cpu", workers=2)
+    assert runner.choose_executor(2, ctx) == "process"
+    assert runner.choose_executor(1, ctx) == "sequential"          # one cell: no worker start-up
+    assert runner.choose_executor(6, ctx, torchrun=True) == "sequential"
+    assert runner.choose_executor(6, RunContext(device="cpu", workers=1)) == "sequential"
+    monkeypatch.setattr(runner, "_free_cores_here", lambda: 1)      # the other core is busy
+    assert runner.choose_executor(6, ctx) == "sequential"
+
+
+def test_auto_is_the_default_executor_and_sequential_for_timed_suites(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.delenv("POOLBENCH_EXECUTOR")
+    monkeypatch.setattr(api, "run_cells", lambda suite, cells, ctx, executor, log=None:
+                        seen.append((suite, executor)) or runner.RunReport([], 0, 0, 0))
+    for suite in ("accuracy", "efficiency"):
+        api.run(suite, ["max"], results=str(tmp_path))
+    assert seen == [("accuracy", "auto"), ("efficiency", "sequential")]
