@@ -3,7 +3,10 @@ modules import from here, never from each other). ``pythonpath = ["tests"]`` in 
 pytest options puts it on the path.
 
 - test images for the engine equivalence tests: scikit-image's photographs resized, a generated
-  pattern, and PSNR (distortions/);
+  pattern, and PSNR; smooth generated images for the corruption and perturbation tests
+  (distortions/);
+- the checks every generator of built-in data passes: seeded, one-line errors
+  (data/test_data_photos.py, data/test_data_synthetic.py);
 - LiftPool's option grid and its test ids (pools/test_lift_fast.py, pools/test_lift_native.py);
 - small data sets written in the real on-disk formats: CIFAR pickles and class-per-folder trees
   (data/test_data_datasets.py, test_faults.py).
@@ -13,8 +16,11 @@ import pickle
 import struct
 
 import numpy as np
+import pytest
 import skimage.data
 from PIL import Image
+
+from poolbench.errors import UsageError
 
 
 # ------------------------------------------------------------------------------------------
@@ -35,6 +41,45 @@ def pattern(size):
 def psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def smooth_images(n, size, seed, channels, *, high, gain, jitter):
+    """Smooth images with some structure (not pure noise), uint8 (n, size, size, 3): per image
+    the three maps ``channels(a, b, xx, yy)`` (frequencies a, b from U(2, high), coordinates in
+    [0, 1)), from [-1, 1] to [0, 2 * gain], plus U(0, jitter) per channel."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(2, high, 2)
+        img = np.stack(channels(a, b, xx, yy), -1)
+        out.append((img + 1) * gain + rng.uniform(0, jitter, 3))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------
+# generators of built-in data
+# ------------------------------------------------------------------------------------------
+BAD_GENERATOR_ARGUMENTS = [dict(n=-1), dict(n=5, seed=-3), dict(n=5, split="val"), dict(n=5, seed=1.5)]
+
+
+def seeded_pair(generate, n=300):
+    """``generate(n, seed=3)`` twice: the same images and labels; with seed 4: other images.
+    Returns the (images, labels) of seed 3 and of seed 4."""
+    a_x, a_y = generate(n, seed=3)
+    b_x, b_y = generate(n, seed=3)
+    c_x, c_y = generate(n, seed=4)
+    assert np.array_equal(a_x, b_x) and np.array_equal(a_y, b_y)
+    assert not np.array_equal(a_x, c_x)
+    return (a_x, a_y), (c_x, c_y)
+
+
+def refused_in_one_line(generate, kwargs):
+    """``generate(n, **rest)`` of one of BAD_GENERATOR_ARGUMENTS fails with a one-line UsageError."""
+    rest = {k: v for k, v in kwargs.items() if k != "n"}
+    with pytest.raises(UsageError) as err:
+        generate(kwargs["n"], **rest)
+    assert "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------------------------

@@ -34,8 +34,11 @@ from .benchmarks import (
 )
 from .corruption import (
     corruption_error,
+    corruption_error_ratio,
     corruption_errors,
     mce,
+    mean_error,
+    mean_percent,
     relative_corruption_error,
     relative_mce,
     unnormalized_mce,
@@ -58,8 +61,10 @@ __all__ = [
     "ALEXNET_CLEAN_ERR", "ALEXNET_ERR", "ALEXNET_FP", "ALL_CORRUPTIONS", "ALL_PERTURBATIONS",
     "BENCHMARK_CORRUPTIONS", "CIFAR_P_TEST_PERTURBATIONS", "EXTRA_CORRUPTIONS",
     "NOISE_PERTURBATIONS", "P_TEST_PERTURBATIONS", "P_VALIDATION_PERTURBATIONS", "SEVERITIES",
-    "confusion_matrix", "consistency", "corruption_error", "corruption_errors", "flip_probability",
-    "flip_rate", "flips_per_sequence", "frame_pairs", "iou_per_class", "is_noise_perturbation", "mce", "mean_top5_distance", "mfr",
-    "miou", "mt5d", "psnr", "ranks_from_logits", "relative_corruption_error", "relative_mce",
-    "top1_error", "top5_distance", "top5_distances_per_sequence", "topk_error", "unnormalized_mce",
+    "confusion_matrix", "consistency", "corruption_error", "corruption_error_ratio",
+    "corruption_errors", "flip_probability", "flip_rate", "flips_per_sequence", "frame_pairs",
+    "iou_per_class", "is_noise_perturbation", "mce", "mean_error", "mean_percent",
+    "mean_top5_distance", "mfr", "miou", "mt5d", "psnr", "ranks_from_logits",
+    "relative_corruption_error", "relative_mce", "top1_error", "top5_distance",
+    "top5_distances_per_sequence", "topk_error", "unnormalized_mce",
 ]

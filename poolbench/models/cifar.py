@@ -24,13 +24,27 @@ def _init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-class ConvNet(nn.Module):
+class _PooledClassifier(nn.Module):
+    """``layers`` as ``features``, a global average pool and one linear layer from ``channels``
+    (the attribute names are the checkpoints' keys)."""
+
+    def __init__(self, layers: list[nn.Module], channels: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        _init(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+class ConvNet(_PooledClassifier):
     """Small VGG-style net: per stage ``convs`` x (conv3x3-BN-ReLU), then a 2x2 max pool;
     global average pool and one linear layer. Three pooling stages: 32 -> 16 -> 8 -> 4."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 3,
                  widths: tuple[int, ...] = (32, 64, 128), convs: tuple[int, ...] = (1, 1, 1)):
-        super().__init__()
         layers: list[nn.Module] = []
         c = in_chans
         for width, n in zip(widths, convs):
@@ -38,25 +52,18 @@ class ConvNet(nn.Module):
                 layers += conv_bn_relu(c, width)
                 c = width
             layers.append(nn.MaxPool2d(2, 2))
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c, num_classes)
-        _init(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+        super().__init__(layers, c, num_classes)
 
 
 VGG13_CFG = (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-class VGGCifar(nn.Module):
+class VGGCifar(_PooledClassifier):
     """VGG with BatchNorm for 32x32 inputs, as in the common CIFAR VGG: the conv stack and five
     max pools (32 -> 1), then one linear layer 512 -> num_classes. An adaptive average pool
     before it is the identity at 32x32 and lets larger inputs through."""
 
     def __init__(self, cfg=VGG13_CFG, num_classes: int = 10, in_chans: int = 3):
-        super().__init__()
         layers: list[nn.Module] = []
         c = in_chans
         for v in cfg:
@@ -65,13 +72,7 @@ class VGGCifar(nn.Module):
             else:
                 layers += conv_bn_relu(c, v)
                 c = v
-        self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c, num_classes)
-        _init(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+        super().__init__(layers, c, num_classes)
 
 
 class BasicBlock(nn.Module):

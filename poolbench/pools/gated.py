@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import register_pool
-from .mixed import LEE_2016
+from .mixed import LEE_2016, mix_max_avg
 
 
 class GatedPool(nn.Module):
@@ -25,10 +25,7 @@ class GatedPool(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         mask = self.mask.expand(self.channels, 1, 2, 2)
-        gate = torch.sigmoid(F.conv2d(x, mask, stride=2, groups=self.channels))
-        mx = F.max_pool2d(x, 2, 2)
-        avg = F.avg_pool2d(x, 2, 2)
-        return avg + gate * (mx - avg)
+        return mix_max_avg(x, torch.sigmoid(F.conv2d(x, mask, stride=2, groups=self.channels)))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, per_channel={self.per_channel}"

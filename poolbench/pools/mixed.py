@@ -12,6 +12,15 @@ LEE_2016 = Paper("C.-Y. Lee, P. W. Gallagher, Z. Tu",
                  "AISTATS", 2016, "https://proceedings.mlr.press/v51/lee16a.html")
 
 
+def mix_max_avg(x: Tensor, a: Tensor) -> Tensor:
+    """a * max + (1 - a) * avg over 2x2 windows at stride 2, for a mixing weight ``a`` in [0, 1]
+    that broadcasts to the pooled map."""
+    mx = F.max_pool2d(x, 2, 2)
+    avg = F.avg_pool2d(x, 2, 2)
+    # avg + a*(max - avg) keeps constants exact and stays within [avg, max]
+    return avg + a * (mx - avg)
+
+
 class MixedPool(nn.Module):
     """a * max + (1 - a) * avg with a = sigmoid(theta), one theta per layer or per channel."""
 
@@ -22,10 +31,7 @@ class MixedPool(nn.Module):
         self.theta = nn.Parameter(torch.zeros(1, channels if per_channel else 1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        mx = F.max_pool2d(x, 2, 2)
-        avg = F.avg_pool2d(x, 2, 2)
-        # avg + a*(max - avg) keeps constants exact and stays within [avg, max]
-        return avg + torch.sigmoid(self.theta) * (mx - avg)
+        return mix_max_avg(x, torch.sigmoid(self.theta))
 
     def extra_repr(self) -> str:
         return f"per_channel={self.per_channel}"

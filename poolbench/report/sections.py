@@ -5,6 +5,8 @@ views where the suite module exists, and is skipped with a note when its suite h
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -174,17 +176,12 @@ def _sweep(frame: pd.DataFrame) -> dict:
 
 def robustness_section(doc: Document, ctx: ReportContext) -> None:
     suite = get_suite("robustness")
-    ref = ctx.references["robustness"]
-    rows = ctx.suite("robustness")
-    for label, suffix, sub in groups(rows):
-        if label:
-            doc.heading(label, 3)
-        errs = sub[sub["metric"] == "error"]
-        sources = sorted({str(s) for s in sub.get("corruption_source", pd.Series(dtype=str)).dropna()}) or ["generated"]
-        doc.para(describe(sub) + f" {count_of(errs, 'corruption', 'corruption')} at "
+    for label, suffix, raw, sub, ref in _by_reference(doc, ctx, "robustness"):
+        errs = raw[raw["metric"] == "error"]
+        sources = _sources(raw, "corruption_source")
+        doc.para(describe(raw) + f" {count_of(errs, 'corruption', 'corruption')} at "
                  f"severities {ints_text(errs.get('severity', []))}, on {ints_text(errs['n'])} test images "
                  f"(corruptions: {', '.join(sources)}); CE and mCE normalised by {code_span(ref)}.")
-        sub = with_reference(sub, ref)
         try:
             derived = suite.derived(sub)
         except UsageError as exc:
@@ -196,22 +193,9 @@ def robustness_section(doc: Document, ctx: ReportContext) -> None:
                      "another reference. Unnormalised errors follow.")
             render(doc, ordered(_unnormalised(sub)), None)
         else:
-            summary = suite_table("robustness", sub, store=ctx.store)
-            summary = ordered(summary[[c for c in summary.columns if not str(c).startswith("CE ")]])
-            render(doc, summary, ref)
-            certainty(doc, ctx, summary, f"robustness{suffix}", ref, f" ({label})" if label else "")
-            ce = derived[derived["metric"] == "CE"].pivot_table(
-                index="corruption", columns="pool", values="value", aggfunc="mean")
-            ce = ce.loc[[c for c in metrics.ALL_CORRUPTIONS if c in ce.index] +
-                        sorted(c for c in ce.index if c not in metrics.ALL_CORRUPTIONS)]
-            ce = ce[sort_pools(ce.columns)]
-            ce.columns.name = None
-            doc.para("CE per corruption (%, the reference scores 100):")
-            render(doc, ce, ref, along="rows", index_name="corruption", how="min")
-            ctx.figure(doc, f"ce-per-corruption{suffix}", lambda p: plots.grouped_bars(
-                ce, ctx.styles, p, ylabel="CE (%)", title="Corruption error per corruption" +
-                (f" ({label})" if label else ""), hline=100.0, hline_label=f"reference ({ref})"),
-                "CE per corruption", f"CE per corruption, normalised by {ref} (dotted line, 100).")
+            _normalised_tables(doc, ctx, "robustness", sub, derived, label, suffix, "CE", "corruption",
+                               metrics.ALL_CORRUPTIONS, "Corruption error per corruption",
+                               "CE per corruption", "ce-per-corruption")
         series = _severity_series(sub)
         if series:
             ctx.figure(doc, f"error-vs-severity{suffix}", lambda p: plots.lines(
@@ -251,40 +235,62 @@ def _severity_series(frame: pd.DataFrame) -> dict:
 
 def perturbation_section(doc: Document, ctx: ReportContext) -> None:
     suite = get_suite("perturbation")
-    ref = ctx.references["perturbation"]
-    rows = ctx.suite("perturbation")
-    for label, suffix, sub in groups(rows):
-        if label:
-            doc.heading(label, 3)
-        fp = sub[sub["metric"] == "flip_probability"]
-        sources = sorted({str(s) for s in sub.get("perturbation_source", pd.Series(dtype=str)).dropna()}) or ["generated"]
-        doc.para(describe(sub) + f" {count_of(fp, 'perturbation', 'perturbation')}, "
-                 f"{ints_text(fp['n'])} sequences each (sequences: {', '.join(sources)}); FR and T5D "
+    for label, suffix, raw, sub, ref in _by_reference(doc, ctx, "perturbation"):
+        fp = raw[raw["metric"] == "flip_probability"]
+        doc.para(describe(raw) + f" {count_of(fp, 'perturbation', 'perturbation')}, {ints_text(fp['n'])} "
+                 f"sequences each (sequences: {', '.join(_sources(raw, 'perturbation_source'))}); FR and T5D "
                  f"normalised by {code_span(ref)}.")
-        sub = with_reference(sub, ref)
         derived = suite.derived(sub)
         if derived.empty:
             doc.note(f"The reference pool {ref} has no rows on these sequences, so FR and mFR cannot "
                      f"be computed: run the suite with --pool {ref}. Raw flip probabilities follow.")
-            raw = fp.pivot_table(index="pool", columns="perturbation", values="value", aggfunc="mean")
-            render(doc, ordered(raw.rename(columns=lambda c: f"FP {c}")), None)
+            raw_fp = fp.pivot_table(index="pool", columns="perturbation", values="value", aggfunc="mean")
+            render(doc, ordered(raw_fp.rename(columns=lambda c: f"FP {c}")), None)
             continue
-        summary = suite_table("perturbation", sub, store=ctx.store)
-        summary = ordered(summary[[c for c in summary.columns if not str(c).startswith("FR ")]])
-        render(doc, summary, ref)
-        certainty(doc, ctx, summary, f"perturbation{suffix}", ref, f" ({label})" if label else "")
-        fr = derived[derived["metric"] == "FR"].pivot_table(
-            index="perturbation", columns="pool", values="value", aggfunc="mean")
-        known = list(dict.fromkeys(metrics.ALL_PERTURBATIONS))
-        fr = fr.loc[[p for p in known if p in fr.index] + sorted(p for p in fr.index if p not in known)]
-        fr = fr[sort_pools(fr.columns)]
-        fr.columns.name = None
-        doc.para("FR per perturbation (%, the reference scores 100):")
-        render(doc, fr, ref, along="rows", index_name="perturbation", how="min")
-        ctx.figure(doc, f"fr-per-perturbation{suffix}", lambda p: plots.grouped_bars(
-            fr, ctx.styles, p, ylabel="FR (%)", title="Flip rate per perturbation" +
-            (f" ({label})" if label else ""), hline=100.0, hline_label=f"reference ({ref})"),
-            "FR per perturbation", f"Flip rate per perturbation, normalised by {ref} (dotted line, 100).")
+        _normalised_tables(doc, ctx, "perturbation", sub, derived, label, suffix, "FR", "perturbation",
+                           metrics.ALL_PERTURBATIONS, "Flip rate per perturbation",
+                           "Flip rate per perturbation", "fr-per-perturbation")
+
+
+# --- shared by robustness and perturbation ---------------------------------------------------
+
+def _by_reference(doc: Document, ctx: ReportContext, name: str):
+    """Each group of the suite's rows, under its heading: (label, figure suffix, the rows, the
+    rows normalised by the report's reference pool, that pool)."""
+    ref = ctx.references[name]
+    for label, suffix, raw in groups(ctx.suite(name)):
+        if label:
+            doc.heading(label, 3)
+        yield label, suffix, raw, with_reference(raw, ref), ref
+
+
+def _sources(frame: pd.DataFrame, column: str) -> list[str]:
+    """Where the distorted images came from (official data sets, or generated)."""
+    return sorted({str(s) for s in frame.get(column, pd.Series(dtype=str)).dropna()}) or ["generated"]
+
+
+def _normalised_tables(doc: Document, ctx: ReportContext, name: str, sub: pd.DataFrame,
+                       derived: pd.DataFrame, label: str, suffix: str, metric: str, item: str,
+                       known: Sequence[str], title: str, caption: str, figure: str) -> None:
+    """The summary table without its per-item columns, with its certainty; then ``metric`` per
+    ``item`` (known items first, in their order) and pool, as a table and as grouped bars."""
+    ref = ctx.references[name]
+    summary = suite_table(name, sub, store=ctx.store)
+    summary = ordered(summary[[c for c in summary.columns if not str(c).startswith(f"{metric} ")]])
+    render(doc, summary, ref)
+    certainty(doc, ctx, summary, f"{name}{suffix}", ref, f" ({label})" if label else "")
+    table = derived[derived["metric"] == metric].pivot_table(
+        index=item, columns="pool", values="value", aggfunc="mean")
+    known = list(dict.fromkeys(known))
+    table = table.loc[[k for k in known if k in table.index] + sorted(k for k in table.index if k not in known)]
+    table = table[sort_pools(table.columns)]
+    table.columns.name = None
+    doc.para(f"{metric} per {item} (%, the reference scores 100):")
+    render(doc, table, ref, along="rows", index_name=item, how="min")
+    ctx.figure(doc, f"{figure}{suffix}", lambda p: plots.grouped_bars(
+        table, ctx.styles, p, ylabel=f"{metric} (%)", title=title + (f" ({label})" if label else ""),
+        hline=100.0, hline_label=f"reference ({ref})"),
+        f"{metric} per {item}", f"{caption}, normalised by {ref} (dotted line, 100).")
 
 
 # --- segmentation -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import pandas as pd
 
 from ..training.evaluate import predict_dataset, top_classes
 from ..options import check_fields, option
-from ..process import is_main_process
 from ..registry import canonical_spec
 from ..store import Measured, make_row
 from . import register_suite
@@ -42,10 +41,7 @@ class AccuracySuite(TrainedSuite):
     def cell_options(self, options) -> dict:
         return {}  # the reference only changes the view
 
-    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
-        cfg, bundle, result = self.trained(cell, ctx)
-        if not is_main_process():
-            return []
+    def evaluate(self, cell: dict, ctx, cfg, bundle, result) -> Measured | list[dict]:
         logits, labels = predict_dataset(result.model, bundle.test, ctx.device, progress=ctx.progress,
                                          desc=f"eval {cfg.pool}")
         base = train_columns(cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import functools
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -19,7 +20,8 @@ from ..pools.base import count_parameters
 from ..options import build_options, options_dict
 from ..registry import canonical_spec, get_spec
 from ..implementations import column_names, columns
-from ..store import make_row
+from ..process import is_main_process
+from ..store import Measured, make_row
 from ..training.cache import get_trained_model
 from ..training.loop import load_bundle
 
@@ -178,6 +180,17 @@ class TrainedSuite(Suite):
         return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell),
                                               settings=ctx.train)
 
+    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
+        cfg, bundle, result = self.trained(cell, ctx)
+        if not is_main_process():
+            return []  # every process of a distributed run trains; the main one evaluates
+        return self.evaluate(cell, ctx, cfg, bundle, result)
+
+    @abc.abstractmethod
+    def evaluate(self, cell: dict, ctx, cfg: TrainConfig, bundle, result) -> Measured | list[dict]:
+        """Tidy rows (and per-image predictions) of the model trained for ``cell`` (``result``,
+        a ``TrainResult``) on ``bundle``, the dataset of ``cfg``."""
+
     def error_row(self, cell: dict, ctx, message: str) -> dict:
         return make_row(train_columns(train_config_of(cell)), "error", None, error=message)
 
@@ -191,6 +204,15 @@ DEFAULT_REFERENCE = "max"
 _NOT_IDENTITY = frozenset({"value", "unit", "n", "time", "error", "config_hash", "reference", "device",
                            "threads", "world_size", "host", "torch_version", "poolbench_version",
                            "git_commit"})
+
+
+def generator_options(options, key: str, names, engine_for: Callable[[str, str], str], engine: str) -> dict:
+    """What a cell of generated corruptions or perturbations holds: the parameter set, and under
+    ``key`` the engine of each of ``names``, resolved here so that a change of the torch default
+    changes the cell hash; nothing for official data (``options.source``)."""
+    if options.source != "generated":
+        return {}
+    return {"corruption_params": options.corruption_params, key: {n: engine_for(n, engine) for n in names}}
 
 
 def with_reference(frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
@@ -213,3 +235,27 @@ def with_reference(frame: pd.DataFrame, reference: str | None = None) -> pd.Data
     frame = frame.drop_duplicates(subset=identity, keep="last").copy()
     frame["reference"] = reference
     return frame
+
+
+def headline_table(derived: pd.DataFrame, columns: Mapping[str, str], dropna: bool = True) -> pd.DataFrame:
+    """One row per pool of a derived view (in the order the pools come) and one column per
+    metric of ``columns`` (metric -> column name, in that order): the mean of its values."""
+    summary = derived[derived["metric"].isin(list(columns))].pivot_table(
+        index="pool", columns="metric", values="value", aggfunc="mean", sort=False, dropna=dropna)
+    return summary[[c for c in columns if c in summary]].rename(columns=columns)
+
+
+def with_item_columns(summary: pd.DataFrame, derived: pd.DataFrame, metric: str, item: str,
+                      order: Sequence[str] | None = None, short: Callable[[str], str] | None = None,
+                      dropna: bool = True) -> pd.DataFrame:
+    """``summary`` joined with ``metric`` per ``item`` (a corruption, a perturbation) as columns
+    "metric item", with the derived view's notes; ``order`` keeps those items in that order,
+    ``short`` names them in the column."""
+    per_item = derived[derived["metric"] == metric].pivot_table(
+        index="pool", columns=item, values="value", aggfunc="mean", sort=False, dropna=dropna)
+    if order is not None:
+        per_item = per_item[[c for c in order if c in per_item.columns]]
+    per_item.columns = [f"{metric} {short(c) if short else c}" for c in per_item.columns]
+    out = summary.join(per_item)
+    out.attrs["notes"] = derived.attrs.get("notes", [])
+    return out

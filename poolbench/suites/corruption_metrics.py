@@ -2,15 +2,16 @@
 
 The robustness view computes CE, mCE, relative and unnormalised mCE from the stored errors
 (``RobustnessSuite.derived``); its intervals need the same quantities from resampled per-image
-means, for every pool at once and against the reference of the same seed: this class.
+means, for every pool at once and against the reference of the same seed: this class pairs
+them and leaves the formulas to ``metrics.corruption``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import metrics
+from ..metrics.rates import ratio
 from .base import ALEXNET
-from .intervals import ratio
 
 
 class CorruptionMetrics:
@@ -54,16 +55,19 @@ class CorruptionMetrics:
                 ref_clean = self._ref(m, seed, "clean", 0)
                 ce, rel = [], []
                 for c in common:
-                    e = sum(m[(pool, seed, c, v)] for v in shared[c])
-                    r = sum(self._ref(m, seed, c, v) for v in shared[c])
-                    ce.append(ratio(e, r))
-                    rel.append(ratio(e - len(shared[c]) * clean, r - len(shared[c]) * ref_clean))
+                    e = [m[(pool, seed, c, v)] for v in shared[c]]
+                    r = [self._ref(m, seed, c, v) for v in shared[c]]
+                    ce.append(metrics.corruption_error_ratio(e, r))
+                    # the severity sums less n clean errors, not relative_corruption_error's sum of
+                    # differences: the two round differently, and the intervals keep their bits
+                    n = len(shared[c])
+                    rel.append(ratio(np.sum(e, axis=0) - n * clean, np.sum(r, axis=0) - n * ref_clean))
                 over = common if self.over == "benchmark" else list(shared)
                 per_seed["clean_error"].append(clean)
-                per_seed["mCE"].append(100 * np.mean(ce, axis=0))
-                per_seed["relative_mCE"].append(100 * np.mean(rel, axis=0))
-                per_seed["unnormalized_mCE"].append(np.mean([np.mean([m[(pool, seed, c, v)] for v in shared[c]], axis=0)
-                                                             for c in over], axis=0))
+                per_seed["mCE"].append(metrics.mean_percent(ce))
+                per_seed["relative_mCE"].append(metrics.mean_percent(rel))
+                per_seed["unnormalized_mCE"].append(metrics.mean_error(
+                    [[m[(pool, seed, c, v)] for v in shared[c]] for c in over]))
             for k, vals in per_seed.items():
                 if vals:
                     out[k][pool] = np.mean(vals, axis=0)

@@ -67,6 +67,15 @@ def per_image(frame: pd.DataFrame, store, suite: str, value: Callable[[dict, str
     return out
 
 
+def one_reference(derived: pd.DataFrame, *columns: str) -> str | None:
+    """The reference pool of a derived view that holds one comparison (one reference, one
+    dataset, one value of each of ``columns``), else None: paired intervals need one."""
+    refs = derived["reference"].dropna().unique()
+    if len(refs) != 1 or any(derived[c].nunique() > 1 for c in ("dataset", *columns)):
+        return None
+    return refs[0]
+
+
 def add_intervals(table: pd.DataFrame, column: str, per_seed: Mapping[str, Mapping[int, float]],
                   boot: Callable[[Mapping], dict[str, np.ndarray]] | None,
                   values: Mapping[Hashable, np.ndarray], reference: str | None,
@@ -142,13 +151,6 @@ def add_metric_intervals(table: pd.DataFrame, derived: pd.DataFrame, columns: Ma
                               values, reference, lower_is_better=lower_is_better, ranks=metric in headline,
                               deltas=metric in headline)
     return table
-
-
-def ratio(a, b) -> np.ndarray:
-    """a / b per resample, NaN where the denominator is 0 (a rate undefined on that resample)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b != 0, a / np.where(b != 0, b, 1.0), np.nan)
 
 
 def mean_over_seeds(m: Mapping[Hashable, np.ndarray], keys: list[Hashable]) -> np.ndarray:

@@ -20,14 +20,16 @@ from ..config import cache_dir
 from ..distortions.cache import dataset_dir
 from ..distortions.perturbations import ENGINES, SCHEDULES, engine_for, generate_perturbed_set, load_cifar_p
 from ..errors import UsageError
+from ..metrics.rates import ratio
 from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..training.evaluate import predict, top_classes
 from ..store import Measured, make_row
-from ..process import file_lock, is_main_process
+from ..process import file_lock
 from . import register_suite
-from .base import TrainedSuite, train_columns, with_reference
-from .intervals import METHOD_NOTE, add_metric_intervals, per_image, ratio
+from .base import (TrainedSuite, generator_options, headline_table, train_columns, with_item_columns,
+                   with_reference)
+from .intervals import METHOD_NOTE, add_metric_intervals, one_reference, per_image
 
 
 def perturbation_names(spec, image_size: int | None = None) -> list[str]:
@@ -115,22 +117,11 @@ class PerturbationSuite(TrainedSuite):
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "perturbations": list(options.perturbations),
                 "perturbation_source": options.source, "reference": options.reference,
-                "difficulty": options.difficulty, **self._generator_options(options)}
+                "difficulty": options.difficulty,
+                **generator_options(options, "perturbation_engines", options.perturbations, engine_for,
+                                    options.perturbation_engine)}
 
-    @staticmethod
-    def _generator_options(options) -> dict:
-        # only generated sequences have a schedule and an engine; the engine is resolved per
-        # perturbation here, so that a change of the torch default changes the cell hash
-        if options.source != "generated":
-            return {}
-        return {"corruption_params": options.corruption_params,
-                "perturbation_engines": {p: engine_for(p, options.perturbation_engine)
-                                         for p in options.perturbations}}
-
-    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
-        cfg, bundle, result = self.trained(cell, ctx)
-        if not is_main_process():
-            return []
+    def evaluate(self, cell: dict, ctx, cfg, bundle, result) -> Measured | list[dict]:
         arrays = bundle.eval_arrays(cell["subset"])
         sequences = self._sequences(cell, ctx, bundle, arrays, cfg.data_seed)  # the same for every seed
         step = int(cell.get("difficulty", 1))
@@ -218,22 +209,14 @@ class PerturbationSuite(TrainedSuite):
         derived = self.derived(frame)
         if derived.empty:
             return pd.DataFrame()
-        summary = derived[derived["metric"].isin(list(self.COLUMNS))].pivot_table(
-            index="pool", columns="metric", values="value", aggfunc="mean", sort=False)
-        summary = summary[[c for c in self.COLUMNS if c in summary]].rename(columns=self.COLUMNS)
-        summary = self._with_intervals(summary, derived, frame, store)
-        fr = derived[derived["metric"] == "FR"].pivot_table(
-            index="pool", columns="perturbation", values="value", aggfunc="mean", sort=False)
-        fr.columns = [f"FR {c}" for c in fr.columns]
-        out = summary.join(fr)
-        out.attrs["notes"] = derived.attrs.get("notes", [])
-        return out
+        summary = self._with_intervals(headline_table(derived, self.COLUMNS), derived, frame, store)
+        return with_item_columns(summary, derived, "FR", "perturbation")
 
     def _with_intervals(self, summary, derived, frame, store):
-        refs = derived["reference"].dropna().unique()
-        if len(refs) != 1 or derived["dataset"].nunique() > 1 or derived["difficulty"].nunique() > 1:
+        reference = one_reference(derived, "difficulty")
+        if reference is None:
             return summary
-        reference, step = refs[0], int(derived["difficulty"].iloc[0])
+        step = int(derived["difficulty"].iloc[0])
         used = sorted(set(derived.loc[derived["metric"] == "FR", "perturbation"]))
         rows = frame[(frame["metric"] == "flip_probability") & frame["perturbation"].isin(used)]
 

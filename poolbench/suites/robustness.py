@@ -35,11 +35,12 @@ from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..training.evaluate import predict, predict_dataset, top_classes
 from ..store import Measured, make_row
-from ..process import file_lock, is_main_process
+from ..process import file_lock
 from . import register_suite
-from .base import ALEXNET, TrainedSuite, train_columns, with_reference
+from .base import (ALEXNET, TrainedSuite, generator_options, headline_table, train_columns, with_item_columns,
+                   with_reference)
 from .corruption_metrics import CorruptionMetrics
-from .intervals import METHOD_NOTE, add_metric_intervals, per_image, wrong_top1
+from .intervals import METHOD_NOTE, add_metric_intervals, one_reference, per_image, wrong_top1
 
 UNNORMALIZED_OVER = {"benchmark": "the 15 benchmark corruptions",
                      "all": "all corruptions evaluated (the official script's mean over 19)"}
@@ -166,24 +167,13 @@ class RobustnessSuite(TrainedSuite):
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "corruptions": list(options.corruptions),
                 "severities": list(options.severities), "corruption_source": options.source,
-                "reference": options.reference, **self._generator_options(options)}
-
-    @staticmethod
-    def _generator_options(options) -> dict:
-        # only generated sets have a parameter set and an engine; the engine is resolved per
-        # corruption here, so that a change of the torch default changes the cell hash
-        if options.source != "generated":
-            return {}
-        return {"corruption_params": options.corruption_params,
-                "corruption_engines": {c: engine_for(c, options.corruption_engine)
-                                       for c in options.corruptions}}
+                "reference": options.reference,
+                **generator_options(options, "corruption_engines", options.corruptions, engine_for,
+                                    options.corruption_engine)}
 
     # --- evaluation -------------------------------------------------------------------------
 
-    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
-        cfg, bundle, result = self.trained(cell, ctx)
-        if not is_main_process():
-            return []
+    def evaluate(self, cell: dict, ctx, cfg, bundle, result) -> Measured | list[dict]:
         source = cell["corruption_source"]
         base = {**train_columns(cfg), "corruption_source": source, "subset": cell["subset"],
                 "reference": cell["reference"]}
@@ -345,25 +335,15 @@ class RobustnessSuite(TrainedSuite):
         derived = self.derived(frame, unnormalized_over=over)
         if derived.empty:
             return pd.DataFrame()
-        names = self.COLUMNS
-        summary = derived[derived["metric"] != "CE"].pivot_table(
-            index="pool", columns="metric", values="value", aggfunc="mean", sort=False, dropna=False)
-        summary = summary[[c for c in names if c in summary]].rename(columns=names)
+        summary = headline_table(derived, self.COLUMNS, dropna=False)
         summary = self._with_intervals(summary, derived, frame, store, over)
-        ce = derived[derived["metric"] == "CE"].pivot_table(
-            index="pool", columns="corruption", values="value", aggfunc="mean", sort=False, dropna=False)
-        order = [c for c in metrics.ALL_CORRUPTIONS if c in ce.columns]
-        ce = ce[order]
-        ce.columns = [f"CE {short_name(c)}" for c in order]
-        out = summary.join(ce)
-        out.attrs["notes"] = derived.attrs.get("notes", [])
-        return out
+        return with_item_columns(summary, derived, "CE", "corruption", order=metrics.ALL_CORRUPTIONS,
+                                 short=short_name, dropna=False)
 
     def _with_intervals(self, summary, derived, frame, store, over):
-        refs = derived["reference"].dropna().unique()
-        if len(refs) != 1 or derived["dataset"].nunique() > 1:
+        reference = one_reference(derived)
+        if reference is None:
             return summary  # one comparison per table: the report splits the rest
-        reference = refs[0]
         frame = self._grouped(frame, None)
         values = per_image(frame[frame["metric"].isin(["clean_error", "error"])], store, self.name,
                            lambda a, k: 100 * wrong_top1(a, k),

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 
 from ..training.evaluate import predict
-from ..process import is_main_process
 from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..store import Measured, make_row
@@ -88,10 +87,7 @@ class ShiftSuite(TrainedSuite):
     def cell_options(self, options) -> dict:
         return {"subset": options.subset, "passes": options.passes, "max_shift": options.max_shift}
 
-    def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
-        cfg, bundle, result = self.trained(cell, ctx)
-        if not is_main_process():
-            return []
+    def evaluate(self, cell: dict, ctx, cfg, bundle, result) -> Measured | list[dict]:
         arrays = bundle.eval_arrays(cell["subset"])
         images = torch.from_numpy(arrays.images).permute(0, 3, 1, 2).float().div_(255)
         labels = np.asarray(arrays.labels)

@@ -13,6 +13,8 @@ from poolbench.data import photos
 from poolbench.data.photos import CLASS_NAMES, crop_boxes, generate
 from poolbench.errors import UsageError
 
+from helpers import BAD_GENERATOR_ARGUMENTS, refused_in_one_line, seeded_pair
+
 
 def _coverage(boxes, labels, shape_of):
     """Per photo, a boolean mask of every pixel that some box of that photo covers."""
@@ -23,11 +25,7 @@ def _coverage(boxes, labels, shape_of):
 
 
 def test_deterministic_for_a_seed_prefix_stable_and_splits_differ():
-    a_x, a_y = generate(300, seed=3)
-    b_x, b_y = generate(300, seed=3)
-    c_x, c_y = generate(300, seed=4)
-    assert np.array_equal(a_x, b_x) and np.array_equal(a_y, b_y)
-    assert not np.array_equal(a_x, c_x)
+    (a_x, _), _ = seeded_pair(generate)
     big, _ = generate(1500, seed=3)
     assert np.array_equal(big[:300], a_x)  # a smaller set is a prefix of a larger one
     test, _ = generate(300, seed=3, split="test")
@@ -144,12 +142,9 @@ def test_bundle_items_match_eval_arrays():
         assert yt == arrays.labels[i]
 
 
-@pytest.mark.parametrize("kwargs", [dict(n=-1), dict(n=5, seed=-3), dict(n=5, split="val"), dict(n=5, seed=1.5)])
+@pytest.mark.parametrize("kwargs", BAD_GENERATOR_ARGUMENTS)
 def test_bad_generator_arguments(kwargs):
-    n = kwargs.pop("n")
-    with pytest.raises(UsageError) as err:
-        generate(n, **kwargs)
-    assert "\n" not in str(err.value)
+    refused_in_one_line(generate, kwargs)
     with pytest.raises(UsageError, match="train_size"):
         load_dataset("photos", train_size=0)
 

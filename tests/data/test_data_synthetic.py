@@ -8,13 +8,11 @@ from poolbench.data import synthetic
 from poolbench.data.synthetic import CLASS_NAMES, generate
 from poolbench.errors import UsageError
 
+from helpers import BAD_GENERATOR_ARGUMENTS, refused_in_one_line, seeded_pair
+
 
 def test_deterministic_for_a_seed_and_different_across_seeds():
-    a_x, a_y = generate(300, seed=3)
-    b_x, b_y = generate(300, seed=3)
-    c_x, c_y = generate(300, seed=4)
-    assert np.array_equal(a_x, b_x) and np.array_equal(a_y, b_y)
-    assert not np.array_equal(a_x, c_x)
+    (_, a_y), (_, c_y) = seeded_pair(generate)
     assert not np.array_equal(a_y, c_y)
 
 
@@ -141,12 +139,9 @@ def test_segmentation_augmentation_moves_image_and_mask_together():
         assert torch.equal(torch.round(x[0] * 255 / 20).long(), m)
 
 
-@pytest.mark.parametrize("kwargs", [dict(n=-1), dict(n=5, seed=-3), dict(n=5, split="val"), dict(n=5, seed=1.5)])
+@pytest.mark.parametrize("kwargs", BAD_GENERATOR_ARGUMENTS)
 def test_bad_generator_arguments(kwargs):
-    n = kwargs.pop("n")
-    with pytest.raises(UsageError) as err:
-        generate(n, **kwargs)
-    assert "\n" not in str(err.value)
+    refused_in_one_line(generate, kwargs)
 
 
 def test_bad_sizes_are_usage_errors():

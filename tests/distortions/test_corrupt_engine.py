@@ -11,16 +11,15 @@ from poolbench.distortions import corruption_torch as E
 from poolbench.distortions.kernels import rng
 from poolbench.distortions import corruptions as K
 
+from helpers import smooth_images
+
+
+def _channels(a, b, x, y):
+    return np.sin(a * x + b * y), np.cos(b * x), np.sin(a * x * y)
+
 
 def _images(n=4, size=32, seed=0):
-    g = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    out = []
-    for _ in range(n):
-        a, b = g.uniform(2, 9, 2)
-        img = np.stack([np.sin(a * xx + b * yy), np.cos(b * xx), np.sin(a * xx * yy)], -1)
-        out.append((img + 1) * 110 + g.uniform(0, 30, 3))
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return smooth_images(n, size, seed, _channels, high=9, gain=110, jitter=30)
 
 
 @pytest.mark.parametrize("params,size", [("cifar", 32), ("tinyimagenet", 64), ("imagenet", 40)])

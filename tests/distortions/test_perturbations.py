@@ -6,16 +6,15 @@ from poolbench.distortions import perturbations as P
 from poolbench.errors import UsageError
 from poolbench.metrics import ALL_PERTURBATIONS, CIFAR_P_TEST_PERTURBATIONS
 
+from helpers import smooth_images
+
+
+def _channels(a, b, x, y):
+    return np.sin(a * x), np.cos(b * y), np.sin(a * x * y)
+
 
 def _images(n=2, size=32, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size] / size
-    out = []
-    for _ in range(n):
-        a, b = rng.uniform(2, 8, 2)
-        img = np.stack([np.sin(a * xx), np.cos(b * yy), np.sin(a * xx * yy)], -1)
-        out.append((img + 1) * 100 + rng.uniform(0, 50, 3))
-    return np.array(out).clip(0, 255).astype(np.uint8)
+    return smooth_images(n, size, seed, _channels, high=8, gain=100, jitter=50)
 
 
 CIFAR_FRAMES = {"translate": 16, "motion_blur": 21}

@@ -113,6 +113,11 @@ def cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
+def cell(md: str, pool: str, column: str) -> str:
+    """``pool``'s entry under ``column`` in the first table of ``md`` (a section)."""
+    return cells(row_of(md, pool))[cells(row_of(md, "pool")).index(column)]
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """Two builds of the same results (illustrations included) and the number of rows."""
@@ -150,18 +155,14 @@ def test_best_value_is_bold_per_column(built):
     assert lift[params] == "120"
 
     shift = section(built["md"], "Shift consistency")
-    header = cells(row_of(shift, "pool"))
-    crop = header.index("consistency crop %")
-    assert cells(row_of(shift, "lift"))[crop] == "**90.00**"           # higher is better
-    assert cells(row_of(shift, "avg"))[crop] == "85.00"
+    assert cell(shift, "lift", "consistency crop %") == "**90.00**"  # higher is better
+    assert cell(shift, "avg", "consistency crop %") == "85.00"
 
 
 def test_robustness_mce_bold_ties_and_reference(built):
     rob = section(built["md"], "Corruption robustness")
-    header = cells(row_of(rob, "pool"))
-    mce = header.index("mCE")
-    assert cells(row_of(rob, "lift"))[mce] == "**90.00**"
-    assert cells(row_of(rob, "max †"))[mce] == "100.00"
+    assert cell(rob, "lift", "mCE") == "**90.00**"
+    assert cell(rob, "max †", "mCE") == "100.00"
     assert "† `max`: reference pool" in rob
     # CE per corruption: pools are columns, best per row; ties all bold; all equal: none
     ce_header = cells(row_of(rob, "corruption"))
@@ -174,10 +175,8 @@ def test_robustness_mce_bold_ties_and_reference(built):
 
 def test_perturbation_mfr(built):
     per = section(built["md"], "Perturbation stability")
-    header = cells(row_of(per, "pool"))
-    mfr = header.index("mFR")
-    assert cells(row_of(per, "avg"))[mfr] == "**75.00**"
-    assert cells(row_of(per, "lift"))[mfr] == "100.00"
+    assert cell(per, "avg", "mFR") == "**75.00**"
+    assert cell(per, "lift", "mFR") == "100.00"
     assert "max †" in per
 
 
