@@ -8,6 +8,7 @@ turns stored rows into the wide view, ``notes`` says how to read it.
 from __future__ import annotations
 
 import abc
+import difflib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from ..models.factory import model_info
 from ..pools.base import count_parameters
 from ..options import build_options, options_dict
 from ..registry import canonical_spec, get_spec
+from ..errors import UsageError
 from ..implementations import column_names, columns
 from ..process import is_main_process
 from ..store import Measured, make_row
@@ -89,6 +91,25 @@ class Suite(abc.ABC):
     def notes(self, options) -> list[str]:
         """How to read the table (printed below it)."""
         return []
+
+
+def expand_names(spec, groups: dict[str, tuple[str, ...]], known: tuple[str, ...], what: str) -> list[str]:
+    """Group names and item names (a comma-separated string or a list that may mix them) as the
+    items they stand for, in order, each once; an unknown item fails in one line."""
+    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
+    names: list[str] = []
+    for item in (str(i).strip().lower() for i in items):
+        if item:
+            names.extend(groups.get(item, (item,)))
+    names = list(dict.fromkeys(names))
+    known = tuple(dict.fromkeys(known))
+    for n in names:
+        if n not in known:
+            close = difflib.get_close_matches(n, known, n=2)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UsageError(f"unknown {what} {n!r}{hint} (use {', '.join(groups)} or names from "
+                             f"{', '.join(known)})")
+    return names
 
 
 # --- trained suites ----------------------------------------------------------------------------

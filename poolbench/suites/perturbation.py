@@ -27,7 +27,7 @@ from ..training.evaluate import predict, top_classes
 from ..store import Measured, make_row
 from ..process import file_lock
 from . import register_suite
-from .base import (TrainedSuite, generator_options, headline_table, train_columns, with_item_columns,
+from .base import (TrainedSuite, expand_names, generator_options, headline_table, train_columns, with_item_columns,
                    with_reference)
 from .intervals import METHOD_NOTE, add_metric_intervals, one_reference, per_image
 
@@ -40,17 +40,7 @@ def perturbation_names(spec, image_size: int | None = None) -> list[str]:
         "validation": metrics.P_VALIDATION_PERTURBATIONS,
         "all": tuple(dict.fromkeys(metrics.ALL_PERTURBATIONS)),
     }
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    names: list[str] = []
-    for item in (str(i).strip().lower() for i in items):
-        if item:
-            names.extend(groups.get(item, (item,)))
-    names = list(dict.fromkeys(names))
-    for n in names:
-        if n not in metrics.ALL_PERTURBATIONS:
-            raise UsageError(f"unknown perturbation {n!r}; use test, validation, all or names from "
-                             f"{', '.join(dict.fromkeys(metrics.ALL_PERTURBATIONS))}")
-    return names
+    return expand_names(spec, groups, metrics.ALL_PERTURBATIONS, "perturbation")
 
 
 @dataclass(frozen=True)

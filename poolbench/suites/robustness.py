@@ -9,7 +9,6 @@ official ImageNet-C images, where it is the default.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..training.evaluate import predict, predict_dataset, top_classes
 from ..store import Measured, make_row
 from ..process import file_lock
 from . import register_suite
-from .base import (ALEXNET, TrainedSuite, generator_options, headline_table, train_columns, with_item_columns,
+from .base import (ALEXNET, TrainedSuite, expand_names, generator_options, headline_table, train_columns, with_item_columns,
                    with_reference)
 from .corruption_metrics import CorruptionMetrics
 from .intervals import METHOD_NOTE, add_metric_intervals, one_reference, per_image, wrong_top1
@@ -58,19 +57,7 @@ CORRUPTION_GROUPS = {"common": metrics.BENCHMARK_CORRUPTIONS, "extra": metrics.E
 def corruption_names(spec) -> list[str]:
     """``common`` (15) | ``extra`` (4) | ``all`` (19) | names, as a comma-separated string or a
     list (a list may mix groups and names)."""
-    items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
-    names: list[str] = []
-    for item in (str(i).strip().lower() for i in items):
-        if item:
-            names.extend(CORRUPTION_GROUPS.get(item, (item,)))
-    names = list(dict.fromkeys(names))
-    for n in names:
-        if n not in metrics.ALL_CORRUPTIONS:
-            close = difflib.get_close_matches(n, metrics.ALL_CORRUPTIONS, n=2)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise UsageError(f"unknown corruption {n!r}{hint} (use common, extra, all or names from "
-                             f"{', '.join(metrics.ALL_CORRUPTIONS)})")
-    return names
+    return expand_names(spec, CORRUPTION_GROUPS, metrics.ALL_CORRUPTIONS, "corruption")
 
 
 def severity_list(spec) -> list[int]:
