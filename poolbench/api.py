@@ -34,6 +34,7 @@ from .runner import EXECUTORS, RunContext, run_cells
 from .store import ResultStore
 from .suites import get_suite
 from .suites.intervals import ONE_SEED_NOTE
+from .suites.verdicts import narrow, verdict_lines
 from .training.runtime import AMP_MODES, TrainSettings, check_amp, default_amp
 
 # run options that a suite whose Options has a field of the same name takes too (SegNet's own
@@ -76,6 +77,8 @@ class RunOptions:
     amp: str | None = option(None, "Mixed-precision training (default bf16 on CUDA, off on CPU); part "
                              "of the recipe.", choices=AMP_MODES)
     checkpoint: str | None = option(None, "Evaluate this trained model instead of training (one pool).")
+    resolve: float | None = option(None, "The difference the seed planner sizes the verdicts for "
+                                   "(default: the observed one).", low=0, low_open=True)
     progress: bool = option(True, "Progress bars.")
     command: str | None = option(None, "The line recorded in <results>/commands.log (default: this "
                                  "call).", cli=False)
@@ -102,6 +105,13 @@ class RunResult:
     failed: int
     results: str
     errors: list[dict] = field(default_factory=list)
+    reference: str | None = None     # the pool the differences are taken to
+    verdicts: list[str] = field(default_factory=list)   # one line per pool and difference
+
+    @property
+    def narrow(self) -> pd.DataFrame:
+        """The table the terminal shows first (``suites.verdicts.narrow``); ``table`` has all."""
+        return narrow(self.table, self.reference, get_suite(self.suite).verdict_metric)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -207,9 +217,12 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
     notes += table.attrs.get("notes", [])
     if measured and _one_seed_each(measured):
         notes.append(ONE_SEED_NOTE)
+    reference = getattr(opts, "reference", None) or getattr(opts, "baseline", None)
     return RunResult(suite=name, options=opts, pools=all_pools, rows=report.rows, table=table,
                      notes=notes, cells=len(cells), computed=report.computed,
-                     skipped=report.skipped, failed=report.failed, results=ctx.results, errors=errors)
+                     skipped=report.skipped, failed=report.failed, results=ctx.results, errors=errors,
+                     reference=reference,
+                     verdicts=verdict_lines(table, reference, opt.resolve) if measured else [])
 
 
 def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[dict]:

@@ -29,6 +29,7 @@ from .registry import load_plugin
 from .report import build_report
 from .suites import get_suite, list_suites
 from .suites.intervals import compact
+from .suites.verdicts import narrow_note
 from .tools import bench, check
 from .training.runtime import TrainSettings
 from .version import __version__
@@ -108,11 +109,14 @@ def run_parameters(suite=None) -> list[click.Parameter]:
     pool = click.Option(["--pool", "pools"], multiple=True, metavar="SPEC",
                         help="Pool spec, e.g. max or lift:kernel_size=7 (repeatable).")
     as_json = click.Option(["--json", "as_json"], is_flag=True, help="Print result rows as JSON on stdout.")
+    wide = click.Option(["--wide"], is_flag=True,
+                        help="Print every column and interval (default: the metrics with a difference, "
+                             "their Δ and the verdict, fitting 100 columns).")
     params = [pool, *click_options(api.RunOptions), *click_options(TrainSettings)]
     if suite is not None:
         taken = {p.name for p in params}
         params += click_options(suite.Options, skip=taken)
-    return [*params, as_json, _plugin_option()]
+    return [*params, as_json, wide, _plugin_option()]
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -158,8 +162,9 @@ def pools_cmd(as_json, channels, pattern):
     click.echo(tabulate(table, headers="keys", tablefmt="github"))
 
 
-def execute_suite(name: str, pools: tuple, as_json: bool, options: dict) -> None:
-    """Flags -> ``poolbench.run`` -> the table (or JSON) on stdout, notes and counts on stderr."""
+def execute_suite(name: str, pools: tuple, as_json: bool, wide: bool, options: dict) -> None:
+    """Flags -> ``poolbench.run`` -> the table (or JSON) and the verdicts on stdout, notes and
+    counts on stderr."""
     given = {k: v for k, v in options.items() if v is not None}
     result = api.run(name, list(pools), command="poolbench " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                      **given)
@@ -167,11 +172,15 @@ def execute_suite(name: str, pools: tuple, as_json: bool, options: dict) -> None
         return
     if as_json:
         table = result.table.reset_index() if result.table.index.name else result.table
-        click.echo(json.dumps({"rows": result.rows, "table": json.loads(table.to_json(orient="records"))},
-                              indent=1, default=str))
+        click.echo(json.dumps({"rows": result.rows, "table": json.loads(table.to_json(orient="records")),
+                               "verdicts": result.verdicts}, indent=1, default=str))
         return
-    click.echo(tabulate(compact(result.table), headers="keys", tablefmt="github", floatfmt=".2f"))
-    for note in result.notes:
+    shown = compact(result.table) if wide else result.narrow
+    click.echo(tabulate(shown, headers="keys", tablefmt="github", floatfmt=".2f"))
+    for line in result.verdicts:
+        click.echo(line)
+    note = None if wide else narrow_note(result.table, result.reference)
+    for note in ([note] if note else []) + result.notes:
         click.echo(f"note: {note}", err=True)
     for r in result.errors:
         click.echo(f"poolbench: {r.get('pool')}: {r['error']}", err=True)
@@ -184,15 +193,15 @@ def execute_suite(name: str, pools: tuple, as_json: bool, options: dict) -> None
 def suite_command(name: str) -> click.Command:
     suite = get_suite(name)
 
-    def callback(pools, as_json, **options):
-        execute_suite(name, pools, as_json, options)
+    def callback(pools, as_json, wide, **options):
+        execute_suite(name, pools, as_json, wide, options)
 
     return click.Command(name, params=run_parameters(suite), callback=callback, help=suite.summary,
                          short_help=suite.summary, context_settings=CONTEXT)
 
 
 def run_all_command() -> click.Command:
-    def callback(pools, as_json, **options):
+    def callback(pools, as_json, wide, **options):
         if options.get("seed") is None and options.get("seeds") is None:
             options = {**options, "seeds": "3"}
         failures = []
@@ -202,7 +211,7 @@ def run_all_command() -> click.Command:
             if not get_suite(name).parallel:  # timed side by side: never spread over processes
                 params["executor"] = "sequential"
             try:
-                execute_suite(name, pools, as_json, params)
+                execute_suite(name, pools, as_json, wide, params)
             except click.exceptions.Exit as exc:
                 if exc.exit_code:
                     failures.append(name)

@@ -10,13 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..suites.intervals import METHOD_NOTE, compact
+from ..suites.intervals import INTERVAL_SUFFIXES, METHOD_NOTE, compact
 from . import plots
 from .markdown import Document
 from .tables import mark_reference, to_markdown
-
-_SUFFIXES = (" lo", " hi", " seeds lo", " seeds hi", " sig", " rank", " rank lo", " rank hi")
-
 
 def headline(table: pd.DataFrame) -> list[str]:
     """The metrics of ``table`` that carry an interval."""
@@ -28,7 +25,7 @@ def values_only(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` without its interval, difference and rank columns (the value table)."""
     heads = headline(table)
     drop = [c for c in table.columns
-            if str(c).startswith("Δ ") or any(str(c) == f"{h}{s}" for h in heads for s in _SUFFIXES)]
+            if str(c).startswith("Δ ") or any(str(c) == f"{h}{s}" for h in heads for s in INTERVAL_SUFFIXES)]
     return table.drop(columns=drop)
 
 
@@ -38,7 +35,7 @@ def certainty(doc: Document, ctx, table: pd.DataFrame, name: str, reference: str
     heads = headline(table)
     if not heads:
         return
-    keep = [c for c in table.columns if c in heads or any(str(c) == f"{h}{s}" for h in heads for s in _SUFFIXES)
+    keep = [c for c in table.columns if c in heads or any(str(c) == f"{h}{s}" for h in heads for s in INTERVAL_SUFFIXES)
             or any(str(c).startswith(f"Δ {h}") for h in heads)]
     shown = compact(table[keep])
     shown.index = [mark_reference(p, reference) for p in shown.index]

@@ -43,6 +43,8 @@ class Suite(abc.ABC):
     order: ClassVar[int] = 100
     #: False for suites whose cells must run one after another in one process (timing)
     parallel: ClassVar[bool] = True
+    #: the metric whose verdict the narrow terminal table shows (default: the first with a Δ)
+    verdict_metric: ClassVar[str | None] = None
 
     @property
     def summary(self) -> str:

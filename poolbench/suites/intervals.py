@@ -6,10 +6,12 @@ Every headline metric ``M`` of a table gets, beside its mean over seeds:
   resampled images for every pool, seed and reference; ``metrics.uncertainty``), computed from
   the per-image predictions the cells stored;
 - ``M seeds lo`` / ``M seeds hi``: the 95% Student-t interval over training seeds (2+ seeds);
-- ``Δ M`` with ``Δ M lo`` / ``Δ M hi`` against the reference pool, and ``Δ M sig`` = ``*``
-  where that interval excludes zero; ``Δ M seeds lo`` / ``Δ M seeds hi``: the Student-t interval
-  of the per-seed differences (pool at seed s minus the reference at seed s), the training
-  noise of the difference (2+ shared seeds);
+- ``Δ M`` with ``Δ M lo`` / ``Δ M hi`` against the reference pool (``Δ M eval sig`` = ``*``
+  where that evaluation interval excludes zero); ``Δ M seeds lo`` / ``Δ M seeds hi``: the
+  Student-t interval of the n per-seed differences (pool at seed s minus the reference at seed
+  s: training and evaluation noise together; 2+ shared seeds), with ``Δ M seeds n`` and their
+  ``Δ M seeds sd`` for the seed planner; ``Δ M sig`` = ``*`` where the interval a verdict rests
+  on excludes zero: the seed interval with 2+ seeds, else the evaluation interval;
 - ``M rank`` with ``M rank lo`` / ``M rank hi``: the rank among the table's pools (1 = best)
   and its interval over the same resamples.
 
@@ -38,8 +40,8 @@ BOOTSTRAP_SEED = 0   # the resamples are part of the protocol: the same on every
 METHOD_NOTE = (f"intervals: {int(CONFIDENCE * 100)}% paired bootstrap over test images "
                f"({N_RESAMPLES} resamples, {METHOD} method, scipy.stats.bootstrap, seed {BOOTSTRAP_SEED}; "
                "the same images for every pool and its reference) in [lo, hi]; 'seeds' = Student-t "
-               "interval over training seeds (for Δ: of the per-seed differences); Δ = pool - reference, * where its "
-               "evaluation interval excludes 0; "
+               "interval over training seeds (for Δ: of the per-seed differences); Δ = pool - reference, * where "
+               "its seed interval excludes 0 (with one seed: its evaluation interval); "
                "rank 1 = best, with its bootstrap interval")
 ONE_SEED_NOTE = ("one training seed: the intervals cover evaluation noise only, not training noise; "
                  "run with --seeds 0,1,2 (or --seeds 3) to measure it")
@@ -98,11 +100,15 @@ def add_intervals(table: pd.DataFrame, column: str, per_seed: Mapping[str, Mappi
             shared = [s for s in per_seed[pool] if s in ref]
             if pool == reference or len(shared) < 2:
                 continue
-            est = seed_interval([per_seed[pool][s] - ref[s] for s in shared])
+            differences = [per_seed[pool][s] - ref[s] for s in shared]
+            est = seed_interval(differences)
             if f"Δ {column}" not in table.columns or pd.isna(table.loc[pool, f"Δ {column}"]):
                 table.loc[pool, f"Δ {column}"] = est.value
             table.loc[pool, f"Δ {column} seeds lo"] = est.low
             table.loc[pool, f"Δ {column} seeds hi"] = est.high
+            table.loc[pool, f"Δ {column} seeds n"] = len(differences)
+            table.loc[pool, f"Δ {column} seeds sd"] = float(np.std(differences, ddof=1))
+            table.loc[pool, f"Δ {column} sig"] = "*" if est.excludes_zero else ""
     if boot is None or not values:
         return table
     n = {len(v) for v in values.values()}
@@ -124,7 +130,9 @@ def add_intervals(table: pd.DataFrame, column: str, per_seed: Mapping[str, Mappi
         if delta is not None:
             table.loc[pool, f"Δ {column}"] = delta.value
             table.loc[pool, f"Δ {column} lo"], table.loc[pool, f"Δ {column} hi"] = delta.low, delta.high
-            table.loc[pool, f"Δ {column} sig"] = "*" if delta.excludes_zero else ""
+            table.loc[pool, f"Δ {column} eval sig"] = "*" if delta.excludes_zero else ""
+            if pd.isna(table.loc[pool].get(f"Δ {column} seeds n")):  # one seed: evaluation noise only
+                table.loc[pool, f"Δ {column} sig"] = table.loc[pool, f"Δ {column} eval sig"]
     if ranks and len(pools) > 1:
         ranks = bootstrap_ranks(lambda m: {p: v for p, v in boot(m).items() if p in pools}, values,
                                 lower_is_better=lower_is_better, seed=BOOTSTRAP_SEED)
@@ -157,7 +165,9 @@ def mean_over_seeds(m: Mapping[Hashable, np.ndarray], keys: list[Hashable]) -> n
     return np.mean([m[k] for k in keys], axis=0)
 
 
-_SUFFIXES = (" lo", " hi", " seeds lo", " seeds hi", " sig", " rank", " rank lo", " rank hi")
+#: the columns an interval adds beside its metric M (``M lo``, ``Δ M seeds n``, ...)
+INTERVAL_SUFFIXES = (" lo", " hi", " seeds lo", " seeds hi", " seeds n", " seeds sd", " sig", " eval sig",
+                     " rank", " rank lo", " rank hi")
 
 
 def compact(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
@@ -176,23 +186,26 @@ def compact(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
         lo, hi = fmt(row.get(f"{col} lo"), d), fmt(row.get(f"{col} hi"), d)
         return f" [{lo}, {hi}]" if lo and hi else ""
 
-    def with_span(col, d=digits, mark=False):
+    def with_span(col, d=digits, mark=None):
         texts = []
         for _, row in table.iterrows():
             text = fmt(row[col], d)
             text = text + span(row, col, d) if text else ""
-            if mark and text and row.get(f"{col} sig"):
-                text += f" {row[f'{col} sig']}"
+            if mark and text and row.get(f"{col} {mark}"):
+                text += f" {row[f'{col} {mark}']}"
             texts.append(text)
         return texts
 
-    def add_seeds(col):
+    def add_seeds(col, mark=False):
+        # the seed interval of a difference carries the verdict's mark (Δ M sig, 2+ seeds)
         if f"{col} seeds lo" in table.columns and table[f"{col} seeds lo"].notna().any():
-            out[f"{col} seeds"] = [f"[{fmt(r[f'{col} seeds lo'])}, {fmt(r[f'{col} seeds hi'])}]"
-                                   if fmt(r[f"{col} seeds lo"]) else "" for _, r in table.iterrows()]
+            out[f"{col} seeds"] = [
+                f"[{fmt(r[f'{col} seeds lo'])}, {fmt(r[f'{col} seeds hi'])}]"
+                + (f" {r[f'{col} sig']}" if mark and isinstance(r.get(f"{col} sig"), str) and r[f"{col} sig"] else "")
+                if fmt(r[f"{col} seeds lo"]) else "" for _, r in table.iterrows()]
 
     derived = {c for c in table.columns
-               if any(c.endswith(s) and c[: -len(s)] in table.columns for s in _SUFFIXES)
+               if any(c.endswith(s) and c[: -len(s)] in table.columns for s in INTERVAL_SUFFIXES)
                or (c.startswith("Δ ") and c[2:] in table.columns) or c.endswith(" rank")}
     for col in table.columns:
         if col in derived:
@@ -201,8 +214,10 @@ def compact(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
         out[col] = with_span(col) if numeric else table[col]
         add_seeds(col)
         if f"Δ {col}" in table.columns:
-            out[f"Δ {col}"] = with_span(f"Δ {col}", mark=True)
-            add_seeds(f"Δ {col}")
+            # the evaluation interval with its own mark; the seed interval with the verdict's
+            out[f"Δ {col}"] = with_span(f"Δ {col}", mark="eval sig" if f"Δ {col} eval sig" in table.columns
+                                        else "sig")
+            add_seeds(f"Δ {col}", mark=True)
         if f"{col} rank" in table.columns:
             out[f"{col} rank"] = with_span(f"{col} rank", d=0)
     return out

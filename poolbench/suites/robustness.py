@@ -143,6 +143,7 @@ class RobustnessSuite(TrainedSuite):
     name = "robustness"
     title = "Corruption robustness"
     order = 30
+    verdict_metric = "mCE"
     Options = RobustnessOptions
 
     def extra_pools(self, options) -> tuple[str, ...]:
