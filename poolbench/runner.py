@@ -20,11 +20,9 @@ import torch
 
 from . import registry
 from .atomic import remove_stale_temps
-from .training.checkpoint import save_now
-from .training.runtime import TrainSettings
 from .errors import PoolbenchError, UsageError, install_one_line_warnings, one_line
-from .lifeline import exit_with_parent
 from .implementations import columns, mark, ran_since
+from .lifeline import exit_with_parent
 from .process import (
     barrier,
     default_threads,
@@ -38,7 +36,8 @@ from .process import (
 )
 from .store import Measured, ResultStore, config_hash, provenance
 from .suites import get_suite
-
+from .training.checkpoint import save_now
+from .training.runtime import TrainSettings
 
 
 class Executor(enum.StrEnum):

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .version import __version__
 from .atomic import atomic_open, atomic_write_text
-from .canonical import json_default, digest
+from .canonical import digest, json_default
 from .errors import UsageError
+from .version import __version__
 
 # Fields that never change a result: left out of the config hash.
 NON_RESULT_FIELDS = frozenset({

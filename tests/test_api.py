@@ -14,8 +14,8 @@ from poolbench.errors import UsageError
 from poolbench.report import build_report
 from poolbench.runner import RunReport
 from poolbench.suites import get_suite, list_suites
-from poolbench.suites.intervals import compact
 from poolbench.suites.base import build_options, with_reference
+from poolbench.suites.intervals import compact
 
 TINY = {"epochs": 1, "train_size": 256, "test_size": 64, "batch_size": 64, "seeds": "1"}
 

@@ -10,7 +10,6 @@ from importlib.metadata import entry_points
 
 import pytest
 
-
 BUILTINS = {"max", "avg", "skip", "blur", "mixed", "gated", "gauss", "spectral", "wavelet",
             "dpp", "s3", "lift"}
 

@@ -21,14 +21,13 @@ import pytest
 import torch
 
 import poolbench
+from helpers import write_cifar10, write_tree
 from poolbench import api, registry
 from poolbench.atomic import remove_stale_temps, temp_prefix
 from poolbench.data import dataset_fingerprint
 from poolbench.errors import PoolbenchError, UsageError
 from poolbench.lifeline import alive
 from poolbench.suites.robustness import RobustnessSuite
-
-from helpers import write_cifar10, write_tree
 
 POOLBENCH = str(Path(sys.executable).with_name("poolbench"))
 TINY = ["--epochs", "1", "--train-size", "256", "--test-size", "64", "--batch-size", "64", "--seeds", "1"]

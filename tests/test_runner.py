@@ -13,18 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from poolbench.training import cache
-from poolbench.training.runtime import TrainSettings
 from poolbench import api, registry, runner
-from poolbench.training import loop as train
-from poolbench.pools import lift_native
 from poolbench.config import TrainConfig, train_config
 from poolbench.errors import UsageError
+from poolbench.pools import lift_native
 from poolbench.runner import RunContext, cell_hash, run_cells
 from poolbench.store import ResultStore
 from poolbench.suites import get_suite
 from poolbench.suites.accuracy import AccuracySuite
 from poolbench.suites.base import train_config_of
+from poolbench.training import cache
+from poolbench.training import loop as train
+from poolbench.training.runtime import TrainSettings
 
 TINY = TrainConfig(train_size=256, test_size=64, epochs=1, batch_size=64).to_dict()
 # metrics that depend on wall time, not on the model

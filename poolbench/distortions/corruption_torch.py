@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .kernels import blur, digital, noise, weather
 from .corruption_params import check_params, constants, resolve_params
+from .kernels import blur, digital, noise, weather
 from .kernels.rng import image_keys
 
 REVISION = 2  # bump when a change in this package changes the bytes

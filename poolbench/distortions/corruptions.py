@@ -50,13 +50,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm  # plain tqdm, not tqdm.auto: always a text bar on stderr
 
-from . import corruption_torch as _torch_engine
-from . import corruption_reference as _numpy_reference
-from .corruption_params import PARAM_SETS, SOURCES, resolve_params
 from ..errors import UsageError
 from ..metrics import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 from . import cache as _cache
+from . import corruption_reference as _numpy_reference
+from . import corruption_torch as _torch_engine
 from . import jobs as _jobs
+from .corruption_params import PARAM_SETS, SOURCES, resolve_params
 
 # impulse_noise and glass_blur take their own seed= argument; the other 17 follow np.random.seed
 SEED_ARGUMENT_CORRUPTIONS = ("impulse_noise", "glass_blur")

@@ -34,7 +34,6 @@ from .perturbation_schedules import (
     resolve_schedule,
 )
 
-
 # --------------------------------------------------------------------------- generators
 
 def _rngs(seed: int, perturbation: str, schedule: str, start: int, n: int) -> list[np.random.Generator]:

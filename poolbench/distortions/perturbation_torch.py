@@ -38,22 +38,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
+
 # poolbench.data does not import this module (only data.perturbations does, after
 # perturb_frames is loaded), so importing the schedules at module level makes no cycle
 from .cache import check_seed
+from .kernels import ops, rng
+from .kernels.weather import gray
+from .perturbation_ops import affine, motion_kernel, tilt_matrix
 from .perturbation_schedules import (
+    MIN_SIZE,
     PARAMS,
     SCHEDULE_LEVEL,
-    MIN_SIZE,
     check_perturbation,
     frame_count,
     frame_parameters,
     resolve_schedule,
 )
-from .perturbation_ops import affine, motion_kernel, tilt_matrix
-from ..errors import UsageError
-from .kernels import ops, rng
-from .kernels.weather import gray
 
 REVISION = 2  # bump when a change here changes the bytes
 

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from . import perturbation_torch as _torch_engine
 from ..errors import UsageError
 from ..metrics import (
     ALL_PERTURBATIONS,
@@ -31,6 +30,8 @@ from ..metrics import (
 )
 from . import cache as _cache
 from . import jobs as _jobs
+from . import perturbation_torch as _torch_engine
+from .perturbation_reference import _perturb_chunk, perturb_sequences
 from .perturbation_schedules import (
     GENERATOR_REVISION,
     MIN_SIZE,
@@ -40,7 +41,6 @@ from .perturbation_schedules import (
     frame_parameters,
     resolve_schedule,
 )
-from .perturbation_reference import _perturb_chunk, perturb_sequences
 
 ENGINES = _cache.ENGINES
 

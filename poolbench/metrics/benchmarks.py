@@ -2,7 +2,6 @@
 AlexNet's published ImageNet-C errors and ImageNet-P flip probabilities."""
 from __future__ import annotations
 
-
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise",
     "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",

@@ -5,7 +5,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-
 from tabulate import tabulate
 
 from ..errors import UsageError

@@ -15,6 +15,7 @@ from . import plots
 from .markdown import Document
 from .tables import mark_reference, to_markdown
 
+
 def headline(table: pd.DataFrame) -> list[str]:
     """The metrics of ``table`` that carry an interval."""
     return [c for c in table.columns if not str(c).startswith("Δ ") and

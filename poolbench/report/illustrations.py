@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..suites.segmentation.reconstruction import METHODS, load_sample_image, reconstruction_psnr
 from ..registry import get_pool
+from ..suites.segmentation.reconstruction import METHODS, load_sample_image, reconstruction_psnr
 from . import plots
 
 BAND_IMAGE = "camera"           # skimage.data.camera(): 512 x 512 grayscale

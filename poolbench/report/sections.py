@@ -16,21 +16,22 @@ from ..suites import get_suite, list_suites
 from ..suites.base import with_reference
 from ..suites.robustness import HARSHNESS_NOTE
 from . import plots
+from .certainty import certainty
 from .context import (
     ReportContext,
     count_of,
     describe,
-    ints_text,
     generic_table,
     groups,
+    ints_text,
     ordered,
     render,
     suite_table,
 )
-from .certainty import certainty
 from .efficiency import efficiency_section
 from .markdown import Document, code_span
 from .tables import sort_pools
+
 
 def suite_order() -> list[str]:
     """The order of the report's sections: the registered suites' (``Suite.order``)."""

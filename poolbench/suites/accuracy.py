@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..training.evaluate import predict_dataset, top_classes
 from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..store import Measured, make_row
+from ..training.evaluate import predict_dataset, top_classes
 from . import register_suite
 from .base import DEFAULT_REFERENCE, TrainedSuite, train_columns, training_rows
 from .intervals import METHOD_NOTE, add_intervals, mean_over_seeds, per_image, wrong_top1

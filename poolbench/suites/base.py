@@ -16,13 +16,13 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from ..config import TrainConfig
-from ..models.factory import model_info
-from ..pools.base import count_parameters
-from ..options import build_options, options_dict
-from ..registry import canonical_spec, get_spec
 from ..errors import UsageError
 from ..implementations import column_names, columns
+from ..models.factory import model_info
+from ..options import build_options, options_dict
+from ..pools.base import count_parameters
 from ..process import is_main_process
+from ..registry import canonical_spec, get_spec
 from ..store import Measured, make_row
 from ..training.cache import get_trained_model
 from ..training.loop import load_bundle

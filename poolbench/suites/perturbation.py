@@ -22,13 +22,20 @@ from ..distortions.perturbations import ENGINES, SCHEDULES, engine_for, generate
 from ..errors import UsageError
 from ..metrics.rates import ratio
 from ..options import check_fields, option
-from ..registry import canonical_spec
-from ..training.evaluate import predict, top_classes
-from ..store import Measured, make_row
 from ..process import file_lock
+from ..registry import canonical_spec
+from ..store import Measured, make_row
+from ..training.evaluate import predict, top_classes
 from . import register_suite
-from .base import (TrainedSuite, expand_names, generator_options, headline_table, train_columns, with_item_columns,
-                   with_reference)
+from .base import (
+    TrainedSuite,
+    expand_names,
+    generator_options,
+    headline_table,
+    train_columns,
+    with_item_columns,
+    with_reference,
+)
 from .intervals import METHOD_NOTE, add_metric_intervals, one_reference, per_image
 
 

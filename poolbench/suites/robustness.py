@@ -31,13 +31,21 @@ from ..distortions.corruptions import (
 )
 from ..errors import UsageError
 from ..options import check_fields, option
-from ..registry import canonical_spec
-from ..training.evaluate import predict, predict_dataset, top_classes
-from ..store import Measured, make_row
 from ..process import file_lock
+from ..registry import canonical_spec
+from ..store import Measured, make_row
+from ..training.evaluate import predict, predict_dataset, top_classes
 from . import register_suite
-from .base import (ALEXNET, TrainedSuite, expand_names, generator_options, headline_table, train_columns, with_item_columns,
-                   with_reference)
+from .base import (
+    ALEXNET,
+    TrainedSuite,
+    expand_names,
+    generator_options,
+    headline_table,
+    train_columns,
+    with_item_columns,
+    with_reference,
+)
 from .corruption_metrics import CorruptionMetrics
 from .intervals import METHOD_NOTE, add_metric_intervals, one_reference, per_image, wrong_top1
 

@@ -22,10 +22,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..training.evaluate import predict
 from ..options import check_fields, option
 from ..registry import canonical_spec
 from ..store import Measured, make_row
+from ..training.evaluate import predict
 from . import register_suite
 from .base import DEFAULT_REFERENCE, TrainedSuite, train_columns
 from .intervals import METHOD_NOTE, add_intervals, mean_over_seeds, per_image

@@ -7,13 +7,11 @@ import pytest
 import skimage.data
 import torch
 
+from helpers import BAD_GENERATOR_ARGUMENTS, refused_in_one_line, seeded_pair
 from poolbench.cli import main
-from poolbench.data import dataset_fingerprint, list_datasets, load_dataset
-from poolbench.data import photos
+from poolbench.data import dataset_fingerprint, list_datasets, load_dataset, photos
 from poolbench.data.photos import CLASS_NAMES, crop_boxes, generate
 from poolbench.errors import UsageError
-
-from helpers import BAD_GENERATOR_ARGUMENTS, refused_in_one_line, seeded_pair
 
 
 def _coverage(boxes, labels, shape_of):

@@ -3,12 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from poolbench.data import load_dataset, load_segmentation_dataset
-from poolbench.data import synthetic
+from helpers import BAD_GENERATOR_ARGUMENTS, refused_in_one_line, seeded_pair
+from poolbench.data import load_dataset, load_segmentation_dataset, synthetic
 from poolbench.data.synthetic import CLASS_NAMES, generate
 from poolbench.errors import UsageError
-
-from helpers import BAD_GENERATOR_ARGUMENTS, refused_in_one_line, seeded_pair
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds():

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from poolbench.distortions import corruption_torch as E
-from poolbench.distortions.kernels import rng
-from poolbench.distortions import corruptions as K
-
 from helpers import smooth_images
+from poolbench.distortions import corruption_torch as E
+from poolbench.distortions import corruptions as K
+from poolbench.distortions.kernels import rng
 
 
 def _channels(a, b, x, y):

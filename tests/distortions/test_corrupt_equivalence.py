@@ -19,13 +19,12 @@ import pytest
 import torch
 from imagecorruptions import corruptions as L
 
-from poolbench.distortions import corruption_torch as E
-from poolbench.distortions import corruption_reference as R
-from poolbench.distortions.kernels import weather
-from poolbench.distortions.corruption_params import constants
-from poolbench.distortions.cache import item_seed
-
 from helpers import pattern, photos, psnr
+from poolbench.distortions import corruption_reference as R
+from poolbench.distortions import corruption_torch as E
+from poolbench.distortions.cache import item_seed
+from poolbench.distortions.corruption_params import constants
+from poolbench.distortions.kernels import weather
 
 # ImageNet's 224x224 cases take a few seconds each: slow
 SETS = [("cifar", 32), ("tinyimagenet", 64), pytest.param("imagenet", 224, marks=pytest.mark.slow)]

@@ -9,8 +9,8 @@ from PIL import Image
 from poolbench.distortions import cache as C
 from poolbench.distortions import corruptions as K
 from poolbench.errors import UsageError
-from poolbench.process import file_lock
 from poolbench.metrics import ALL_CORRUPTIONS
+from poolbench.process import file_lock
 
 
 def _images(n=3, size=32, seed=0):
@@ -237,6 +237,7 @@ def test_numpy_generator_at_imagenet_params_is_the_library():
     """Our generator's formulas, given the ImageNet constants, reproduce imagecorruptions byte for
     byte: an independent check of the code that makes the CIFAR and Tiny-ImageNet sets."""
     from imagecorruptions import corruption_dict
+
     from poolbench.distortions import corruption_reference as R
     img = _images(1, size=40)[0]
     for c in ALL_CORRUPTIONS:

@@ -20,18 +20,17 @@ import pytest
 import torch
 
 import poolbench
+from helpers import pattern, photos, psnr
 from poolbench import api
 from poolbench.cli import main
 from poolbench.distortions import perturbation_torch as E
 from poolbench.distortions import perturbations as P
 from poolbench.distortions.cache import item_seed
-from poolbench.distortions.perturbation_schedules import PARAMS, SCHEDULE_LEVEL
 from poolbench.distortions.perturbation_reference import _perturb_chunk, _rngs
+from poolbench.distortions.perturbation_schedules import PARAMS, SCHEDULE_LEVEL
 from poolbench.errors import UsageError
 from poolbench.runner import RunReport
 from poolbench.suites.perturbation import SUITE, PerturbationOptions
-
-from helpers import pattern, photos, psnr
 
 torch.set_num_threads(1)
 

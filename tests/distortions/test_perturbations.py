@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 
+from helpers import smooth_images
 from poolbench.distortions import perturbations as P
 from poolbench.errors import UsageError
 from poolbench.metrics import ALL_PERTURBATIONS, CIFAR_P_TEST_PERTURBATIONS
-
-from helpers import smooth_images
 
 
 def _channels(a, b, x, y):

@@ -8,7 +8,6 @@ import torch
 from poolbench import metrics as M
 from poolbench.errors import UsageError
 
-
 # ----------------------------------------------------------------------------- constants
 
 def test_constant_tables_match_the_spec():

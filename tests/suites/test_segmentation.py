@@ -14,11 +14,11 @@ from poolbench import registry
 from poolbench.config import TrainConfig
 from poolbench.errors import UsageError
 from poolbench.models.segnet import DEFAULT_WIDTHS, VARIANTS, create_segnet, resolve_variant, segnet_widths
-from poolbench.suites.segmentation.reconstruction import load_sample_image, reconstruct, reconstruction_psnr
 from poolbench.runner import RunContext
-from poolbench.suites.segmentation.task import SEGNET, load_segmentation_data
 from poolbench.suites.base import train_config_of
+from poolbench.suites.segmentation.reconstruction import load_sample_image, reconstruct, reconstruction_psnr
 from poolbench.suites.segmentation.suite import RECIPE_KEYS, SUITE, SegmentationOptions, variants_for
+from poolbench.suites.segmentation.task import SEGNET, load_segmentation_data
 from poolbench.training.loop import TrainingDiverged, train
 
 HAS_LIFT = "lift" in poolbench.list_pools()

@@ -1,7 +1,8 @@
 """LiftPool's benchmark (``poolbench bench lift``, ``poolbench.tools.bench_lift``): the rows, the
 ratio table and the command, for the pooling op and for a training step. Timings are never
 asserted (shared, noisy machine)."""
-from poolbench.tools.bench_lift import format_table, main as bench_main, ratio_table, run_benchmark
+from poolbench.tools.bench_lift import format_table, ratio_table, run_benchmark
+from poolbench.tools.bench_lift import main as bench_main
 
 
 def test_benchmark_rows_and_table(capsys):

@@ -245,8 +245,8 @@ def test_save_now_writes_only_between_steps(tmp_path):
 
 @pytest.mark.slow
 def test_a_state_that_does_not_fit_the_model_is_started_over(tmp_path, monkeypatch):
-    from poolbench.training import loop as T
     from poolbench.config import TrainConfig
+    from poolbench.training import loop as T
 
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig(train_size=128, test_size=32, epochs=1, batch_size=64)

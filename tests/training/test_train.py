@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from poolbench import registry
-from poolbench.training import loop as train
 from poolbench.auxiliary import auxiliary_loss
 from poolbench.config import TrainConfig, seeds_of, train_config
 from poolbench.errors import UsageError
-from poolbench.training.evaluate import predict
 from poolbench.runner import RunContext, run_cells
 from poolbench.suites import get_suite
+from poolbench.training import loop as train
 from poolbench.training.cache import checkpoint_path, get_trained_model
+from poolbench.training.evaluate import predict
 from poolbench.training.loop import (
     CLASSIFICATION,
     Task,

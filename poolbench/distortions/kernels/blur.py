@@ -14,8 +14,8 @@ from functools import lru_cache
 import torch
 from imagecorruptions import corruptions as _lib
 
-from . import ops, rng
 from ..corruption_params import VARIANTS
+from . import ops, rng
 
 
 def gaussian_blur(x, c, ctx):

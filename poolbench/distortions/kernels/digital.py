@@ -15,8 +15,8 @@ from functools import lru_cache
 import torch
 import torchvision.io as tvio
 
-from . import ops, rng
 from ..corruption_params import VARIANTS
+from . import ops, rng
 
 
 def contrast(x, c, ctx):

@@ -12,9 +12,9 @@ from functools import lru_cache
 
 import torch
 
-from . import ops, rng
 from .. import corruption_reference as reference
 from ..corruption_params import VARIANTS
+from . import ops, rng
 
 
 def gray(x):

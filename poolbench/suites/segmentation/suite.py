@@ -40,16 +40,16 @@ import pandas as pd
 
 from ...config import TrainConfig
 from ...errors import UsageError
-from ...options import check_fields, option
 from ...metrics import iou_per_class, miou
 from ...models.segnet import DEFAULT_WIDTHS, Variant, resolve_variant, segnet_model_name, segnet_widths
-from .reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
-from .task import get_trained_segnet, load_segmentation_data, segmentation_confusion
-from ..intervals import METHOD_NOTE, add_metric_intervals, per_image
+from ...options import check_fields, option
 from ...store import Measured, make_row
 from ...training.loop import OPTIMIZERS, SCHEDULES
 from .. import register_suite
 from ..base import Suite, pool_columns, train_config_of, training_rows
+from ..intervals import METHOD_NOTE, add_metric_intervals, per_image
+from .reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
+from .task import get_trained_segnet, load_segmentation_data, segmentation_confusion
 
 DEFAULT_VARIANTS = ("max_unpool", "max_unpool_blur", "lift", "bilinear")
 SEG_DATASETS = {"shapes": "shapes-seg", "shapes-seg": "shapes-seg", "shapes_seg": "shapes-seg"}
