@@ -15,7 +15,6 @@ from poolbench.report import build_report
 from poolbench.runner import RunReport
 from poolbench.suites import get_suite, list_suites
 from poolbench.suites.base import build_options, with_reference
-from poolbench.suites.intervals import compact
 
 TINY = {"epochs": 1, "train_size": 256, "test_size": 64, "batch_size": 64, "seeds": "1"}
 
@@ -178,7 +177,9 @@ def test_run_returns_the_table_the_cli_prints(tmp_path, capsys):
     assert main(["run", "robustness", "--pool", "lift", "--results", str(tmp_path / "cli"),
                  "--no-progress", *flags]) == 0
     out = capsys.readouterr().out
-    assert out.strip() == tabulate(compact(result.table), headers="keys", tablefmt="github", floatfmt=".2f").strip()
+    shown = tabulate(result.narrow, headers="keys", tablefmt="github", floatfmt=".2f")
+    assert out.strip() == "\n".join([shown, *result.verdicts]).strip()
+    assert result.verdicts and result.verdicts[0].startswith("lift vs max, ")
     assert list(result.table.index) == ["lift", "max"] and result.table.loc["max", "mCE"] == pytest.approx(100)
 
 

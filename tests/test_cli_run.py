@@ -53,7 +53,7 @@ def one_error_line(err: str) -> str:
 
 @pytest.mark.slow  # trains
 def test_accuracy_prints_a_table_and_writes_rows(run, tmp_path):
-    code, out, err = run("accuracy", "--pool", "max", "--pool", "avg")
+    code, out, err = run("accuracy", "--pool", "max", "--pool", "avg", "--wide")
     assert code == 0, err
     rows = table(out)
     assert set(rows) == {"max", "avg"}
@@ -111,7 +111,7 @@ def test_checkpoint_of_another_model_is_one_line_usage_error(run, tmp_path):
     code, out, _ = run("accuracy", "--pool", "max", "--json")
     assert code == 0
     from poolbench.config import load_preset, train_config
-    from poolbench.training.loop import checkpoint_path
+    from poolbench.training.cache import checkpoint_path
 
     trained = next(r for r in json.loads(out)["rows"] if r["metric"] == "top1_error")
     overrides = {"train_size": 256, "test_size": 64, "epochs": 1, "batch_size": 64,
@@ -154,7 +154,7 @@ def test_diverged_training_exits_1(run, nan_pool):
 def test_robustness_mce_against_max(run):
     args = ["robustness", "--pool", "avg", "--subset", "32", "--corruptions", "gaussian_noise,fog",
             "--severities", "1,3"]
-    code, out, err = run(*args)
+    code, out, err = run(*args, "--wide")
     assert code == 0, err
     rows = table(out)
     assert set(rows) == {"avg", "max"}  # the reference is added and trained on the same images

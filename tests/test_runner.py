@@ -55,13 +55,13 @@ def fresh_cache(tmp_path, monkeypatch):
 @pytest.fixture
 def count_training(monkeypatch):
     calls = []
-    real = train.train
+    real = cache.train  # the model cache trains what it does not hold
 
     def counting(cfg, *a, **k):
         calls.append(cfg.pool)
         return real(cfg, *a, **k)
 
-    monkeypatch.setattr(train, "train", counting)
+    monkeypatch.setattr(cache, "train", counting)
     return calls
 
 
@@ -346,7 +346,8 @@ def test_preempted_submitit_job_checkpoints_requeues_and_resumes(tmp_path, monke
     monkeypatch.setenv("POOLBENCH_CACHE", str(cache))
     cfg = TrainConfig(train_size=512, test_size=64, epochs=3, batch_size=64)
     cell = get_suite("accuracy").cells([cfg], get_suite("accuracy").options({}))[0]
-    ctx = RunContext(results=str(tmp_path / "res"), progress=False, threads=1, checkpoint_minutes=1e-9)
+    ctx = RunContext(results=str(tmp_path / "res"), progress=False, threads=1,
+                     train=TrainSettings(checkpoint_minutes=1e-9))
     ex = submitit.AutoExecutor(folder=str(tmp_path / "jobs"), cluster="local")
     ex.update_parameters(timeout_min=10)
     job = ex.submit(runner.CellJob(), "accuracy", cell, ctx)

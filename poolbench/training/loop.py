@@ -185,6 +185,7 @@ class Run:
     sampler: Any
     generator: torch.Generator       # draws each epoch's data order
     fmt: torch.memory_format
+    steps: int                       # per epoch, fixed: len(loader) shrinks while a resume skips
     implementations: Any             # the tally of operator implementations at the start
 
     @classmethod
@@ -211,11 +212,7 @@ class Run:
             raise UsageError(f"training set of {len(bundle.train)} images is smaller than one batch of "
                              f"{cfg.batch_size}; lower --batch-size or raise --train-size")
         return cls(cfg, bundle, device, task, rank, world, model, net, optimizer,
-                   Precision(cfg.amp, device), loader, sampler, generator, fmt, before)
-
-    @property
-    def steps(self) -> int:
-        return len(self.loader)
+                   Precision(cfg.amp, device), loader, sampler, generator, fmt, len(loader), before)
 
     @property
     def name(self) -> str:

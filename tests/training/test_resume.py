@@ -32,7 +32,8 @@ CHILD = textwrap.dedent("""
     torch.set_num_threads(1)
     import poolbench.atomic as atomic
     import poolbench.training.checkpoint as C
-    from poolbench import train as T
+    from poolbench.training import cache
+    from poolbench.training import loop as T
     from poolbench.config import TrainConfig
     from poolbench.training.runtime import TrainSettings
 

@@ -15,6 +15,7 @@ from poolbench.config import TrainConfig, seeds_of, train_config
 from poolbench.errors import UsageError
 from poolbench.runner import RunContext, run_cells
 from poolbench.suites import get_suite
+from poolbench.training import cache
 from poolbench.training import loop as train
 from poolbench.training.cache import checkpoint_path, get_trained_model
 from poolbench.training.evaluate import predict
@@ -25,6 +26,7 @@ from poolbench.training.loop import (
     load_bundle,
     lr_at,
 )
+from poolbench.training.runtime import TrainSettings
 
 TINY = TrainConfig(pool="max", train_size=256, test_size=64, epochs=1, batch_size=64)
 
@@ -219,7 +221,7 @@ def test_second_call_loads_from_cache_with_weights_only(bundle, monkeypatch):
     calls = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k) or real_load(*a, **k))
-    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained again instead of loading"))
+    monkeypatch.setattr(cache, "train", lambda *a, **k: pytest.fail("trained again instead of loading"))
     second = get_trained_model(cfg, bundle, progress=False)
     assert second.info["from_cache"] is True
     assert calls and all(k.get("weights_only") is True for k in calls)
@@ -490,3 +492,11 @@ def test_evaluation_batches_are_bounded_by_pixels_and_do_not_change_the_logits(s
     assert model.sizes == expected  # 2**20 pixels: 20 images at 224 px, 256 (the cap) at 32
     one_by_one = torch.cat([predict(model, images[i:i + 1]) for i in range(0, n, 7)])
     torch.testing.assert_close(logits[::7], one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_steps_per_epoch_stay_fixed_while_a_resume_skips(bundle):
+    """Regression: Run.steps read len(loader), which shrinks while a resumed epoch skips the
+    batches it already trained, so a resumed run used the wrong learning rate and step index."""
+    run = train.Run.start(TINY, bundle, "cpu", CLASSIFICATION, TrainSettings(), None)
+    run.sampler.skip = TINY.batch_size
+    assert len(run.loader) == run.steps - 1 and run.steps == TINY.train_size // TINY.batch_size
