@@ -87,13 +87,13 @@ MIN_SIDE = IMAGE_SIZE        # smallest crop side: never upsample
 TEST_EVERY = 4               # cell (i, j) is a test cell when (i + 2 j) % TEST_EVERY == 0
 # names the images this module cuts for a (seed, split, size): change it with any change to
 # the photographs, the regions or the sampling, so that stored results and checkpoints of
-# the old images are never reused (tests/test_data_photos.py pins the statistics)
+# the old images are never reused (tests/data/test_data_photos.py pins the statistics)
 GENERATOR = "photos-v1"
 CHUNK = 1_000
 SPLITS = {"train": 0, "test": 1}
 
 # Per-channel statistics of the default training set (seed 0, 10,000 images, [0,1] scale);
-# the model wrapper normalises with these. tests/test_data_photos.py checks them.
+# the model wrapper normalises with these. tests/data/test_data_photos.py checks them.
 MEAN = (0.4656, 0.3903, 0.3589)
 STD = (0.2505, 0.2188, 0.2193)
 

@@ -70,13 +70,13 @@ DEFAULT_TEST_SIZE = 2_000
 IMAGE_SIZE = 32
 # names the images this module draws for a (seed, split, size): change it with any change to
 # the drawing, so that stored results and checkpoints of the old images are never reused
-# (tests/test_data_synthetic.py pins the bytes it names)
+# (tests/data/test_data_synthetic.py pins the bytes it names)
 GENERATOR = "shapes-v1"
 CHUNK = 1_000
 SPLITS = {"train": 0, "test": 1}
 
 # Per-channel statistics of the default training set (seed 0, 10,000 images, [0,1] scale);
-# the model wrapper normalises with these. tests/test_data_synthetic.py checks them.
+# the model wrapper normalises with these. tests/data/test_data_synthetic.py checks them.
 MEAN = (0.5004, 0.5008, 0.5013)
 STD = (0.2325, 0.2310, 0.2330)
 

@@ -1,7 +1,7 @@
 """The project's numpy generator: the 19 corruptions at any parameter set (``params.PARAMS``).
 
 This is the reference engine for the ``cifar`` and ``tinyimagenet`` sets (for ``imagenet`` the
-reference is ``imagecorruptions`` itself; ``tests/test_corruptions.py`` checks that this
+reference is ``imagecorruptions`` itself; ``tests/distortions/test_corruptions.py`` checks that this
 generator with the ImageNet constants gives the library's bytes where the formulas agree). The
 formulas are the authors' (``make_cifar_c.py``, ``make_tinyimagenet_c.py``), written for any
 H x W, with three deliberate differences, all as in ``imagecorruptions``: motion blur is

@@ -35,7 +35,7 @@ FUNCTIONS: dict[str, Callable] = {
 IMPLEMENTED = tuple(FUNCTIONS)  # spatter: reference only (see weather.py)
 
 # The corruptions whose equivalence with the reference is tested in
-# tests/test_corrupt_equivalence.py (PSNR for the deterministic ones, distribution of the change
+# tests/distortions/test_corrupt_equivalence.py (PSNR for the deterministic ones, distribution of the change
 # for the random ones, at every parameter set): the default engine for these is torch.
 # Left out: glass_blur (an approximation of a sequential shuffle; see blur.py) and spatter.
 TORCH_DEFAULT = tuple(c for c in IMPLEMENTED if c != "glass_blur")

@@ -6,7 +6,7 @@ random numbers come from ``rng.py`` keyed by (seed, perturbation, schedule, its 
 set), so a set is the same whatever the batch size or chunking (per device type: CPU and CUDA
 generators differ).
 
-Matched against the numpy generator (tests/test_perturb_engine.py: photographs and a pattern at
+Matched against the numpy generator (tests/distortions/test_perturb_engine.py: photographs and a pattern at
 32, 64 and 224 px, every frame; OpenCV 5.0):
 
 - translate, brightness, gaussian_blur, motion_blur: the same bytes (brightness via ``ops``' HSV
@@ -61,7 +61,7 @@ REVISION = 2  # bump when a change here changes the bytes
 IMPLEMENTED = ("gaussian_noise", "shot_noise", "speckle_noise", "brightness", "translate",
                "rotate", "tilt", "scale", "zoom_blur", "motion_blur", "gaussian_blur", "shear",
                "snow")
-# Those whose equivalence with the numpy generator is tested (tests/test_perturb_engine.py):
+# Those whose equivalence with the numpy generator is tested (tests/distortions/test_perturb_engine.py):
 # the default engine for these is torch. All that are implemented pass; spatter is not one.
 TORCH_DEFAULT = IMPLEMENTED
 

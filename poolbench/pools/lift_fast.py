@@ -87,7 +87,7 @@ _POINTWISE = _pointwise_conv()
 
 # Under torch.compile the fast path runs eagerly, as its own graph break: dynamo cannot trace
 # its hand-written Function (data-dependent weight folding, non-tensor state) and Inductor
-# failed on it; the compiled model around it keeps its graphs (tests/test_lift_fast.py).
+# failed on it; the compiled model around it keeps its graphs (tests/pools/test_lift_fast.py).
 _eager = torch.compiler.disable
 
 

@@ -5,7 +5,7 @@ blur's angle, glass blur's shuffle) come from ``rng.py``. Glass blur is an appro
 reference swaps pixels one after another (each swap sees the previous ones, a sequential chain
 no batched kernel reproduces); here every pixel of the swept region takes the value of one
 random neighbour in the same window, all at once. Its equivalence is in distribution only
-(``tests/test_corrupt_equivalence.py`` states by how much). Inputs/outputs float 0..255.
+(``tests/distortions/test_corrupt_equivalence.py`` states by how much). Inputs/outputs float 0..255.
 """
 from __future__ import annotations
 
