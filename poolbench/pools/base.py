@@ -8,9 +8,16 @@ Auxiliary losses: an operator that contributes a training loss implements
 ``auxiliary_losses() -> dict[str, tuple[float, Tensor]]`` (term name -> (weight, value)),
 holding the terms of its last training-mode forward and nothing after an eval-mode forward.
 ``poolbench.auxiliary_loss(model)`` collects them, so trainers need no per-operator code.
+
+Random draws: a stochastic operator subclasses :class:`OwnRandomness` and draws through
+``self.generator(device)``. Once the training loop seeds it (``seed_stochastic``), its draws come
+from its own generator and leave torch's global one to the data augmentation, so that every pool
+trained at one seed sees the same crops and flips as its reference (paired training); unseeded
+(a pool used on its own), it draws from the global generator as any torch module does.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +58,55 @@ def binomial_filter(k: int) -> Tensor:
         row = torch.cat([row, torch.zeros(1)]) + torch.cat([torch.zeros(1), row])
     f = torch.outer(row, row)
     return f / f.sum()
+
+
+class OwnRandomness:
+    """Mixin of a stochastic operator: its own random generators, one per device, seeded by the
+    training loop."""
+
+    _seed: int | None = None
+
+    def reseed(self, seed: int) -> None:
+        self._seed, self._generators = int(seed), {}
+
+    def generator(self, device) -> torch.Generator | None:
+        """The generator of this operator on ``device`` (None while unseeded: the global one)."""
+        if self._seed is None:
+            return None
+        key = str(torch.device(device))
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=key).manual_seed(self._seed)
+        return self._generators[key]
+
+    def random_states(self) -> dict[str, Tensor]:
+        return {k: g.get_state() for k, g in getattr(self, "_generators", {}).items()}
+
+    def set_random_states(self, states: dict[str, Tensor]) -> None:
+        for key, state in states.items():
+            self.generator(key).set_state(state)
+
+
+def stochastic_modules(model: nn.Module) -> list[OwnRandomness]:
+    return [m for m in model.modules() if isinstance(m, OwnRandomness)]
+
+
+def seed_stochastic(model: nn.Module, seed: int) -> None:
+    """Give every stochastic operator of ``model`` its own generator, seeded from ``seed`` and
+    its position in the model (``SeedSequence([seed, i])``): its draws no longer move the
+    global generator that the data augmentation draws from."""
+    for i, module in enumerate(stochastic_modules(model)):
+        module.reseed(int(np.random.SeedSequence([int(seed), i]).generate_state(1, np.uint32)[0]))
+
+
+def stochastic_states(model: nn.Module) -> list[dict[str, Tensor]]:
+    """The generator states of ``model``'s stochastic operators, in model order (a resume
+    checkpoint keeps them)."""
+    return [m.random_states() for m in stochastic_modules(model)]
+
+
+def set_stochastic_states(model: nn.Module, states: list[dict[str, Tensor]] | None) -> None:
+    for module, state in zip(stochastic_modules(model), states or []):
+        module.set_random_states(state)
 
 
 class InvertiblePool(nn.Module):

@@ -8,10 +8,10 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from ..registry import Paper, register_pool
-from .base import crop_even
+from .base import OwnRandomness, crop_even
 
 
-class GaussPool(nn.Module):
+class GaussPool(OwnRandomness, nn.Module):
     def __init__(self, channels: int):
         super().__init__()
         hidden = max(1, channels // 2)
@@ -35,7 +35,8 @@ class GaussPool(nn.Module):
         m = self.mean_bn(self.mean(z))
         if self.training:
             s = torch.sigmoid(self.scale_bn(self.scale(z)))
-            eta = F.softplus(m + s * torch.randn_like(m))
+            noise = torch.randn(m.shape, generator=self.generator(m.device), dtype=m.dtype, device=m.device)
+            eta = F.softplus(m + s * noise)
         else:
             eta = F.softplus(m)
         return mu + eta * sigma

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import Paper, check_choice, register_pool
-from .base import InvertiblePool, binomial_filter, crop_even
+from .base import InvertiblePool, OwnRandomness, binomial_filter, crop_even
 
 CHAMAN_2021 = Paper("A. Chaman, I. Dokmanic", "Truly shift-invariant convolutional neural networks",
                     "CVPR", 2021, "https://arxiv.org/abs/2011.14214")
@@ -147,7 +147,7 @@ class APSPool(_PolyphasePool):
         return F.one_hot(phase, 4).to(comps.dtype), phase
 
 
-class LPSPool(_PolyphasePool):
+class LPSPool(OwnRandomness, _PolyphasePool):
     """Learnable polyphase sampling. The scorer is conv3x3 (C -> hidden, circular padding), ReLU,
     conv1x1 (hidden -> 1), then the mean over space: a score that a circular shift of the
     component leaves unchanged, so a shift of the input only permutes the four scores."""
@@ -177,8 +177,8 @@ class LPSPool(_PolyphasePool):
         if not self.training:
             phase = z.argmax(dim=1)
             return F.one_hot(phase, 4).to(comps.dtype), phase
-        # Gumbel noise from torch's RNG (a seed reproduces it): -log(E), E ~ Exp(1)
-        gumbel = -torch.empty_like(z).exponential_().log()
+        # Gumbel noise (the pool's own generator once training seeds it): -log(E), E ~ Exp(1)
+        gumbel = -torch.empty_like(z).exponential_(generator=self.generator(z.device)).log()
         return torch.softmax((z + gumbel) / self.tau, dim=1), None
 
     def extra_repr(self) -> str:

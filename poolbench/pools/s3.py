@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import Paper, register_pool
-from .base import crop_even
+from .base import OwnRandomness, crop_even
 
 
-def sample_positions(length: int, grid_size: int) -> Tensor:
+def sample_positions(length: int, grid_size: int, generator: torch.Generator | None = None) -> Tensor:
     """Sorted positions to keep along an axis of ``length`` = H - 1 stride-1 max outputs.
 
     The H // 2 outputs are split into grids of ``grid_size // 2`` kept rows, each drawn without
@@ -25,12 +25,12 @@ def sample_positions(length: int, grid_size: int) -> Tensor:
     while start < out:
         keep = min(keep_per_grid, out - start)
         span = min(2 * keep, length - 2 * start)
-        picks.append(2 * start + torch.randperm(span)[:keep].sort().values)
+        picks.append(2 * start + torch.randperm(span, generator=generator)[:keep].sort().values)
         start += keep
     return torch.cat(picks)
 
 
-class S3Pool(nn.Module):
+class S3Pool(OwnRandomness, nn.Module):
     def __init__(self, channels: int, grid_size: int = 0):
         super().__init__()
         if grid_size < 0:
@@ -42,8 +42,8 @@ class S3Pool(nn.Module):
         if not self.training:
             return F.avg_pool2d(x, 2, 2, padding=1, count_include_pad=False)
         # one draw per forward pass, shared by the batch and the channels
-        rows = sample_positions(x.shape[-2], self.grid_size).to(x.device)
-        cols = sample_positions(x.shape[-1], self.grid_size).to(x.device)
+        rows = sample_positions(x.shape[-2], self.grid_size, self.generator("cpu")).to(x.device)
+        cols = sample_positions(x.shape[-1], self.grid_size, self.generator("cpu")).to(x.device)
         return x.index_select(-2, rows).index_select(-1, cols)
 
     def extra_repr(self) -> str:

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Paper, register_pool
+from .base import OwnRandomness
 
 
 def _crop_axis(y: Tensor, out: int, dim: int) -> Tensor:
@@ -20,7 +21,7 @@ def _frequencies(out: int, device) -> Tensor:
     return torch.where(idx < (out + 1) // 2, idx, idx - out)
 
 
-class SpectralPool(nn.Module):
+class SpectralPool(OwnRandomness, nn.Module):
     def __init__(self, channels: int, random_cutoff: bool = False, min_cutoff: float = 0.5):
         super().__init__()
         if not 0.0 < min_cutoff <= 1.0:
@@ -46,7 +47,7 @@ class SpectralPool(nn.Module):
 
     def _random_mask(self, ho: int, wo: int, device) -> Tensor:
         # one cutoff per forward pass, a fraction in [min_cutoff, 1] of the kept band
-        r = self.min_cutoff + (1.0 - self.min_cutoff) * float(torch.rand(()))
+        r = self.min_cutoff + (1.0 - self.min_cutoff) * float(torch.rand((), generator=self.generator("cpu")))
         keep_h = _frequencies(ho, device).abs() <= r * ho / 2
         keep_w = _frequencies(wo, device).abs() <= r * wo / 2
         return keep_h[:, None] & keep_w[None, :]

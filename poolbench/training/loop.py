@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,13 +32,19 @@ from ..errors import PoolbenchError, UsageError
 from ..implementations import mark, ran_since
 from ..metrics import topk_error
 from ..models import create_model
-from ..pools.base import no_weight_decay_parameters
+from ..pools.base import no_weight_decay_parameters, seed_stochastic, set_stochastic_states, stochastic_states
 from ..process import dist_info, memory_format_for, seed_everything
 from .checkpoint import Saver, StaleState, live, read_state, remove_state, restore, training_state
 from .evaluate import predict_dataset
 from .runtime import DivergenceWatch, EpochSums, Precision, TrainSettings, agree, train_loader
 
 OPTIMIZERS = ("sgd", "adamw")
+
+
+def augmentation_seed(seed: int) -> int:
+    """The seed the global generators restart from once the model is built (``Run.start``)."""
+    return int(np.random.SeedSequence([int(seed), 0x0A06]).generate_state(1, np.uint32)[0])
+
 SCHEDULES = ("cosine", "step", "constant")
 
 
@@ -196,6 +203,12 @@ class Run:
         rank, world = dist_info()
         seed_everything(cfg.seed)
         model = task.build(cfg, bundle).to(device)
+        # paired training: the global generator is the augmentation's from here, restarted at a
+        # seed of its own (a pool's initialisation draws a different amount from it), and the
+        # stochastic pools draw from generators of their own, so every pool at this seed sees
+        # the reference's crops and flips
+        seed_stochastic(model, cfg.seed)
+        seed_everything(augmentation_seed(cfg.seed))
         fmt = memory_format_for(device)
         model = model.to(memory_format=fmt)
         optimizer = build_optimizer(model, cfg)
@@ -242,11 +255,13 @@ class Position:
         return training_state(run.model, run.optimizer, run.precision.scaler, run.world,
                               config=run.cfg.to_dict(), epoch=self.epoch, step=self.step,
                               generator=self.generator, sums=self.sums.state(), history=self.history,
-                              seen=self.seen, elapsed_s=self.elapsed_now())
+                              seen=self.seen, elapsed_s=self.elapsed_now(),
+                              pool_rngs=stochastic_states(run.model))
 
     def restore(self, run: Run, state: dict) -> dict:
         """Continue from ``state``; returns where it resumed (for the info)."""
         restore(state, run.model, run.optimizer, run.precision.scaler, run.rank)  # the RNG last
+        set_stochastic_states(run.model, state.get("pool_rngs"))
         self.epoch, self.step, self.generator = state["epoch"], state["step"], state["generator"]
         self.sums, self.history = EpochSums(state["sums"]), list(state["history"])
         self.elapsed, self.seen = float(state["elapsed_s"]), int(state["seen"])
