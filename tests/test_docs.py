@@ -69,7 +69,7 @@ def test_the_documents_show_commands():
 
 @pytest.mark.parametrize("doc, line", documented_commands())
 def test_every_documented_command_parses(doc, line):
-    args = shlex.split(line.replace("...", ""))
+    args = shlex.split(line.replace("...", ""), comments=True)
     if any(a in ("-h", "--help") or a.startswith("[") for a in args) \
             or any(re.fullmatch(r"[A-Z_]+", a) for a in args[:2]):
         pytest.skip("help, or usage syntax with placeholders")
