@@ -194,3 +194,29 @@ def write_tree(root, classes=("cat", "dog", "emu"), per_class=5, seed=0):
         for i in range(per_class):
             ext = "png" if i % 2 == 0 else "JPEG"
             write_image(root / c / f"{c}_{i}.{ext}", rng, mode="L" if i == 1 else "RGB")
+
+
+class Interrupt(Exception):
+    """Raised inside a training to stand for a crash."""
+
+
+def interrupted_then_resumed(cfg, data, monkeypatch, device: str = "cpu", at: int = 6):
+    """Train ``cfg`` through the model cache with a resume checkpoint after every step, crash it
+    at its ``at``-th learning-rate lookup, then make the same call again: the resumed result."""
+    from poolbench.training import cache, loop
+    from poolbench.training.runtime import TrainSettings
+
+    calls, real = [], loop.lr_at
+
+    def interrupting(c, e):
+        calls.append(e)
+        if len(calls) == at:
+            raise Interrupt()
+        return real(c, e)
+
+    settings = TrainSettings(checkpoint_minutes=1e-9)
+    monkeypatch.setattr(loop, "lr_at", interrupting)
+    with pytest.raises(Interrupt):
+        cache.get_trained_model(cfg, data, device, progress=False, settings=settings)
+    monkeypatch.setattr(loop, "lr_at", real)
+    return cache.get_trained_model(cfg, data, device, progress=False, settings=settings)

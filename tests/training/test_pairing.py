@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import poolbench
+from helpers import interrupted_then_resumed
 from poolbench.config import TrainConfig
 from poolbench.pools.base import seed_stochastic, stochastic_modules
-from poolbench.training import cache
 from poolbench.training import loop as train
 from poolbench.training.runtime import TrainSettings
 
@@ -80,10 +80,6 @@ def test_every_pool_at_one_seed_sees_the_references_augmentation_and_starts_from
         assert shared and all(torch.equal(weights[k], ref_weights[k]) for k in shared), pool
 
 
-class _Interrupt(Exception):
-    pass
-
-
 @pytest.mark.slow  # trains twice
 def test_a_stochastic_pool_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """The pools' generator states are in the resume checkpoint."""
@@ -91,20 +87,7 @@ def test_a_stochastic_pool_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cfg = dataclasses.replace(TINY, pool="gauss", epochs=2, warmup_epochs=1)
     data = train.load_bundle(cfg)
     expected = train.train(cfg, data, progress=False).model.state_dict()
-    calls, real = [], train.lr_at
-
-    def interrupting(c, e):
-        calls.append(e)
-        if len(calls) == 6:
-            raise _Interrupt()
-        return real(c, e)
-
-    settings = TrainSettings(checkpoint_minutes=1e-9)
-    monkeypatch.setattr(train, "lr_at", interrupting)
-    with pytest.raises(_Interrupt):
-        cache.get_trained_model(cfg, data, progress=False, settings=settings)
-    monkeypatch.setattr(train, "lr_at", real)
-    result = cache.get_trained_model(cfg, data, progress=False, settings=settings)
+    result = interrupted_then_resumed(cfg, data, monkeypatch)
     assert result.info["resumed_from"] == {"epoch": 1, "step": 1}
     got = result.model.state_dict()
     assert all(torch.equal(got[k], expected[k]) for k in expected)

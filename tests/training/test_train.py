@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import interrupted_then_resumed
 from poolbench import registry
 from poolbench.auxiliary import auxiliary_loss
 from poolbench.config import TrainConfig, seeds_of, train_config
@@ -405,10 +406,6 @@ def test_bf16_autocast_trains_lift_on_cpu(bundle):
     assert all(p.dtype == torch.float32 for p in result.model.parameters())  # autocast, not a cast
 
 
-class _Interrupt(Exception):
-    pass
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
@@ -416,26 +413,11 @@ def test_interrupted_in_process_then_resumed(tmp_path, monkeypatch, device):
     """An exception in the middle of epoch 2 (after mid-epoch checkpoints), then the same call:
     it resumes and ends with the uninterrupted run's weights (equal on CPU; on CUDA, whose
     kernels need not be deterministic, close)."""
-    from poolbench.training.runtime import TrainSettings
-
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path / "cache"))
     cfg = dataclasses.replace(TINY, pool="lift", epochs=2, warmup_epochs=1)
     data = load_bundle(cfg)
     expected = train.train(cfg, data, device, progress=False).model.state_dict()
-    calls, real = [], train.lr_at
-
-    def interrupting(c, e):
-        calls.append(e)
-        if len(calls) == 6:
-            raise _Interrupt()
-        return real(c, e)
-
-    settings = TrainSettings(checkpoint_minutes=1e-9)
-    monkeypatch.setattr(train, "lr_at", interrupting)
-    with pytest.raises(_Interrupt):
-        get_trained_model(cfg, data, device, progress=False, settings=settings)
-    monkeypatch.setattr(train, "lr_at", real)
-    result = get_trained_model(cfg, data, device, progress=False, settings=settings)
+    result = interrupted_then_resumed(cfg, data, monkeypatch, device)
     assert result.info["resumed_from"] == {"epoch": 1, "step": 1}
     got = result.model.state_dict()
     for k in expected:
