@@ -21,7 +21,7 @@ from tabulate import tabulate
 from . import api
 from .atomic import atomic_write_text
 from .config import env_default
-from .errors import PoolbenchError, one_line_warnings
+from .errors import PoolbenchError, UsageError, one_line_warnings
 from .options import flag_of
 from .pool_table import pool_rows
 from .process import is_main_process
@@ -292,7 +292,11 @@ def docs_cmd(out):
     if out is None:
         click.echo(text, nl=False)
     else:
-        atomic_write_text(Path(out), text)
+        try:
+            atomic_write_text(Path(out), text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {out} ({exc.strerror or exc}); pass --out a writable file "
+                             "path") from exc
 
 
 def main(argv=None) -> int:

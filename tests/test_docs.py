@@ -90,3 +90,9 @@ def test_no_document_cites_a_path_outside_the_repository():
     foreign = re.compile("|".join([r"\.\./" + "shared", "shared" + "/spec", r"\bspec/\w+\.md"]))
     bad = [p for p in texts if foreign.search((REPO / p).read_text())]
     assert bad == []
+
+
+def test_docs_to_an_unwritable_path_is_one_line(capsys):
+    assert cli.main(["docs", "--out", "/proc/poolbench-cli.md"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("poolbench: error: cannot write /proc/poolbench-cli.md (") and "\n" not in err
