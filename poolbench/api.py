@@ -33,6 +33,7 @@ from .registry import canonical_spec
 from .runner import EXECUTORS, RunContext, run_cells
 from .store import ResultStore
 from .suites import get_suite
+from .suites.convergence import plateau_note
 from .suites.intervals import ONE_SEED_NOTE
 from .suites.verdicts import narrow, verdict_lines
 from .training.runtime import AMP_MODES, TrainSettings, check_amp, default_amp
@@ -217,6 +218,8 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
     notes += table.attrs.get("notes", [])
     if measured and _one_seed_each(measured):
         notes.append(ONE_SEED_NOTE)
+    if late := plateau_note(measured):
+        notes.append(late)
     reference = getattr(opts, "reference", None) or getattr(opts, "baseline", None)
     return RunResult(suite=name, options=opts, pools=all_pools, rows=report.rows, table=table,
                      notes=notes, cells=len(cells), computed=report.computed,

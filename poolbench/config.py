@@ -42,7 +42,7 @@ class TrainConfig:
     train_size: int | None = bounded(None, low=1)
     test_size: int | None = bounded(None, low=1)
     epochs: int = bounded(6, low=1)
-    batch_size: int = bounded(128, low=1)
+    batch_size: int = bounded(32, low=1)
     optimizer: str = "sgd"
     lr: float = bounded(0.05, low=0, low_open=True)
     momentum: float = bounded(0.9, low=0, high=1, high_open=True)
@@ -107,19 +107,32 @@ def load_preset(name_or_path: str | None) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from exc
     data.setdefault("train", {})
-    unknown = set(data["train"]) - TRAIN_FIELDS - {"seeds"}
+    # [train.<dataset>] tables: the recipe's changes for one dataset (the quick preset trains
+    # photos longer than shapes)
+    tables = {k: v for k, v in data["train"].items() if isinstance(v, dict)}
+    unknown = set(data["train"]) - TRAIN_FIELDS - {"seeds"} - set(tables)
+    for name, table in tables.items():
+        unknown |= {f"{name}.{k}" for k in set(table) - TRAIN_FIELDS}
     if unknown:
         raise UsageError(
-            f"config file {path}: unknown [train] keys {sorted(unknown)}; accepted: {sorted(TRAIN_FIELDS | {'seeds'})}"
+            f"config file {path}: unknown [train] keys {sorted(unknown)}; accepted: {sorted(TRAIN_FIELDS | {'seeds'})} "
+            "and [train.DATASET] tables of them"
         )
     data["_path"] = str(path)
     return data
 
 
 def train_config(preset: dict, pool: str, seed: int, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The TrainConfig of one cell: the preset's [train] table with flags applied."""
-    values = {k: v for k, v in preset.get("train", {}).items() if k in TRAIN_FIELDS}
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None and k in TRAIN_FIELDS})
+    """The TrainConfig of one cell: the preset's [train] table, then its [train.<dataset>]
+    table for the dataset trained on, then the flags."""
+    table = preset.get("train", {})
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None and k in TRAIN_FIELDS}
+    values = {k: v for k, v in table.items() if k in TRAIN_FIELDS}
+    dataset = flags.get("dataset", values.get("dataset", TrainConfig.dataset))
+    name = str(dataset).split(":", 1)[0]   # imagefolder:PATH -> [train.imagefolder]
+    if isinstance(table.get(name), dict):
+        values.update(table[name])
+    values.update(flags)
     values["pool"] = pool
     values["seed"] = seed
     if "milestones" in values:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from poolbench.config import PRESET_DIR, list_presets, load_preset
+from poolbench.config import PRESET_DIR, list_presets, load_preset, train_config
+from poolbench.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +31,38 @@ def test_a_built_wheel_carries_the_presets(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"poolbench/presets/{p.name}" for p in (REPO / "suites").glob("*.toml")} <= names
     assert "poolbench/pools/lift_kernel.c" in names
+
+
+# --- [train.<dataset>] tables ------------------------------------------------------------------
+
+RECIPE = '[train]\ndataset = "shapes"\nepochs = 6\nlr = 0.05\n[train.photos]\nepochs = 12\n'
+
+
+def _preset(tmp_path, text: str) -> dict:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    return load_preset(str(path))
+
+
+def test_dataset_table_applies_to_its_dataset_only(tmp_path):
+    preset = _preset(tmp_path, RECIPE)
+    assert train_config(preset, "max", 0).epochs == 6                        # shapes: [train]
+    photos = train_config(preset, "max", 0, {"dataset": "photos"})
+    assert (photos.epochs, photos.lr, photos.dataset) == (12, 0.05, "photos")  # the rest from [train]
+
+
+def test_flags_win_over_the_dataset_table(tmp_path):
+    preset = _preset(tmp_path, RECIPE)
+    assert train_config(preset, "max", 0, {"dataset": "photos", "epochs": 3}).epochs == 3
+
+
+def test_the_quick_preset_trains_photos_longer_than_shapes():
+    preset = load_preset("quick")
+    shapes = train_config(preset, "lift", 0)
+    photos = train_config(preset, "lift", 0, {"dataset": "photos"})
+    assert photos.epochs == 2 * shapes.epochs and photos.batch_size == shapes.batch_size
+
+
+def test_unknown_key_in_a_dataset_table_is_refused_in_one_line(tmp_path):
+    with pytest.raises(UsageError, match=r"unknown \[train\] keys \['photos.epoch'\]"):
+        _preset(tmp_path, '[train]\nepochs = 6\n[train.photos]\nepoch = 12\n')

@@ -59,7 +59,7 @@ BAD_INPUT = [
     (["run", "accuracy", "--lr", "-1"], "lr must be > 0, got -1.0 (--lr)"),
     (["run", "robustness", "--subset", "-5"], "subset must be >= 0, got -5 (--subset)"),
     (["run", "perturbation", "--subset", "-5"], "subset must be >= 0, got -5 (--subset)"),
-    (["run", "accuracy", "--train-size", "50"], "lower --batch-size to 50 or less"),
+    (["run", "accuracy", "--train-size", "20"], "lower --batch-size to 20 or less"),
     (["run", "accuracy", "--test-size", "0"], "test_size must be >= 1, got 0 (--test-size)"),
     (["run", "accuracy", "--seed", "-1"], "seed must be >= 0, got -1 (--seed)"),
     (["run", "accuracy", "--workers", "0"], "workers must be >= 1, got 0 (--workers)"),

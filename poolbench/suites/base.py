@@ -207,7 +207,14 @@ class TrainedSuite(Suite):
         cfg, bundle, result = self.trained(cell, ctx)
         if not is_main_process():
             return []  # every process of a distributed run trains; the main one evaluates
-        return self.evaluate(cell, ctx, cfg, bundle, result)
+        measured = self.evaluate(cell, ctx, cfg, bundle, result)
+        rows = measured.rows if isinstance(measured, Measured) else measured
+        if not any(r["metric"] == "curve_test_error" for r in rows):
+            # every trained cell carries its learning curve, so that any suite's table can say
+            # whether a pool was still learning (suites.convergence)
+            rows += [r for r in curve_rows(train_columns(cfg), result.info.get("history") or [])
+                     if r["metric"] == "curve_test_error"]
+        return measured
 
     @abc.abstractmethod
     def evaluate(self, cell: dict, ctx, cfg: TrainConfig, bundle, result) -> Measured | list[dict]:

@@ -11,7 +11,7 @@ medians and minima are reported, and the ratios fast/reference and lift/max of b
 The timing is ``poolbench.measure``'s (``time_interleaved``), as in the efficiency suite.
 
 ``--train`` times one SGD step (forward, cross-entropy plus the auxiliary losses, backward,
-optimizer step) of the default recipe's backbone (``TrainConfig()``: convnet, batch 128, 32x32
+optimizer step) of the default recipe's backbone (``TrainConfig()``: convnet, batch 32, 32x32
 generated images, channels_last) with each pool, round-robin in one run, and prints the
 lift/max ratio of the step: the cost of training with LiftPool over max pooling.
 """

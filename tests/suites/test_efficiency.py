@@ -142,7 +142,7 @@ def test_cells_one_per_target_dtype_format_with_every_pool_and_the_baseline():
         assert cell["compiled"] is False
     targets = {(c["level"], tuple(c["shape"])) for c in cells}
     assert targets == {("layer", (32, 64, 56, 56)), ("layer", (32, 256, 14, 14)),
-                       ("model", (128, 3, 32, 32))}               # convnet, training batch
+                       ("model", (32, 3, 32, 32))}                # convnet, training batch
     assert {(c["dtype"], c["memory_format"]) for c in cells} == {
         ("float32", "nchw"), ("float32", "channels_last"), ("bfloat16", "nchw"),
         ("bfloat16", "channels_last")}

@@ -28,4 +28,4 @@ def test_training_step_benchmark_prints_lift_over_max(capsys):
     assert set(stats) == {"lift", "max"} and all(s.n == 2 and s.median > 0 for s in stats.values())
     assert bench_main(["--train", "--repeats", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
-    assert "lift/max" in out and "backbone convnet, batch 128" in out
+    assert "lift/max" in out and "backbone convnet, batch 32" in out
