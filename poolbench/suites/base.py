@@ -164,6 +164,14 @@ def training_rows(base: dict, result) -> list[dict]:
     return rows + curve_rows(base, info.get("history") or [])
 
 
+def shared_columns(rows: list[dict]) -> dict:
+    """The columns with one value in every row (what the rows of one cell have in common),
+    less the measured ones."""
+    measured = ("metric", "value", "unit", "n", "predictions")
+    first = {k: v for k, v in rows[0].items() if k not in measured}
+    return {k: v for k, v in first.items() if all(k in r and r[k] == v for r in rows[1:])}
+
+
 def curve_rows(base: dict, history: list[dict]) -> list[dict]:
     """The learning curve (``train`` info "history"): per epoch the mean training loss, the
     mean of every auxiliary term, the learning rate and, where measured, the test error."""
@@ -209,10 +217,11 @@ class TrainedSuite(Suite):
             return []  # every process of a distributed run trains; the main one evaluates
         measured = self.evaluate(cell, ctx, cfg, bundle, result)
         rows = measured.rows if isinstance(measured, Measured) else measured
-        if not any(r["metric"] == "curve_test_error" for r in rows):
+        if rows and not any(r["metric"] == "curve_test_error" for r in rows):
             # every trained cell carries its learning curve, so that any suite's table can say
-            # whether a pool was still learning (suites.convergence)
-            rows += [r for r in curve_rows(train_columns(cfg), result.info.get("history") or [])
+            # whether a pool was still learning (suites.convergence); its rows hold the columns
+            # every row of the cell shares (the view options included)
+            rows += [r for r in curve_rows(shared_columns(rows), result.info.get("history") or [])
                      if r["metric"] == "curve_test_error"]
         return measured
 

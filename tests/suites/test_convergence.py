@@ -1,4 +1,5 @@
 """The plateau check: which trainings were still learning when their recipe ended."""
+from poolbench.suites.base import curve_rows, shared_columns
 from poolbench.suites.convergence import last_drops, plateau_note, still_learning
 
 
@@ -36,3 +37,15 @@ def test_note_names_pool_seed_and_drop_or_is_none():
     assert "avg (seed 0: -1.5)" in note and "max" not in note and "--epochs" in note
     assert plateau_note(curve("max", 0, [70.0, 9.0, 8.5])) is None
     assert plateau_note(curve("max", 0, [70.0])) is None   # one point: nothing to compare
+
+
+def test_curve_rows_carry_every_column_the_cells_rows_share():
+    # regression: the learning-curve rows added to a robustness cell lacked its "reference"
+    # column, so a view option was missing from some of its rows (KeyError in tests/test_cli_run.py)
+    rows = [{"pool": "avg", "seed": 0, "reference": "max", "corruption": c, "metric": "error",
+             "value": v, "unit": "%", "n": 32, "predictions": c} for c, v in (("fog", 9.0), ("snow", 7.0))]
+    base = shared_columns(rows)
+    assert base == {"pool": "avg", "seed": 0, "reference": "max"}   # corruption differs; values are not columns
+    curve = curve_rows(base, [{"epoch": 1, "train_loss": 1.0, "lr": 0.1, "test_error": 50.0}])
+    assert [(r["metric"], r["reference"], r["epoch"]) for r in curve if r["metric"] == "curve_test_error"] \
+        == [("curve_test_error", "max", 1)]
