@@ -24,7 +24,7 @@ def last_drops(rows: Iterable[dict]) -> dict[tuple[str, int], float]:
     drops = {}
     for key, points in curves.items():
         if len(points) >= 2:
-            last, before = sorted(points)[-1], sorted(points)[-2]
+            before, last = sorted(points)[-2:]
             drops[key] = points[before] - points[last]
     return drops
 
@@ -41,7 +41,6 @@ def still_learning(rows: Iterable[dict], points: float = PLATEAU_POINTS) -> dict
 
 def plateau_note(rows: Iterable[dict], points: float = PLATEAU_POINTS) -> str | None:
     """One note naming the pools that had not reached a plateau, or None when all had."""
-    rows = list(rows)
     late = still_learning(rows, points)
     if not late:
         return None
