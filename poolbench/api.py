@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from .atomic import append_line
+from .atomic import DiskFull, append_line
 from .config import TrainConfig, env_default, load_preset, seeds_of, train_config
 from .data import dataset_fingerprint
 from .data.fingerprint import folder_fingerprint
@@ -28,9 +30,10 @@ from .errors import UsageError
 from .models import PADDINGS, model_spec
 from .options import build_options, option
 from .process import init_distributed, is_main_process, resolve_device
-from .ranges import check_value
+from .ranges import check_ranges, check_value
 from .registry import canonical_spec
-from .runner import EXECUTORS, RunContext, run_cells
+from .runner import EXECUTORS, RunContext, cell_hash, run_cells
+from .slurm import SlurmOptions, preset_options
 from .store import ResultStore
 from .suites import get_suite
 from .suites.convergence import plateau_note
@@ -81,13 +84,16 @@ class RunOptions:
     resolve: float | None = option(None, "The difference the seed planner sizes the verdicts for "
                                    "(default: the observed one).", low=0, low_open=True)
     progress: bool = option(True, "Progress bars.")
+    strict: bool = option(False, "Audit: refuse (exit 2) a stored result, prediction file or cached "
+                          "model that fails verification, or was written before digests, instead "
+                          "of setting it aside into .damaged/ and computing it again.")
     command: str | None = option(None, "The line recorded in <results>/commands.log (default: this "
                                  "call).", cli=False)
 
 
 def option_classes(suite: str) -> tuple[type, ...]:
     """The dataclasses whose fields ``run(suite, ...)`` takes as keywords, in precedence order."""
-    return RunOptions, TrainSettings, get_suite(suite).Options
+    return RunOptions, TrainSettings, SlurmOptions, get_suite(suite).Options
 
 
 @dataclass
@@ -121,8 +127,10 @@ class RunResult:
 
 
 def _split(suite_obj, options: dict[str, Any]) -> tuple[RunOptions, TrainSettings, dict[str, Any]]:
-    """``options`` taken apart: the run's, the training settings and the suite's own."""
+    """``options`` taken apart: the run's, the training settings and the suite's own (the Slurm
+    options are built with the preset, in ``_plan``)."""
     run_fields = {f.name for f in dataclasses.fields(RunOptions)}
+    run_fields |= {f.name for f in dataclasses.fields(SlurmOptions)}
     train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
     suite_fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
     unknown = sorted(set(options) - run_fields - train_fields - suite_fields)
@@ -132,7 +140,8 @@ def _split(suite_obj, options: dict[str, Any]) -> tuple[RunOptions, TrainSetting
         raise UsageError(f"unknown {suite_obj.name} option{'s' if len(unknown) > 1 else ''} "
                          f"{', '.join(unknown)}{hint} ({suite_obj.name} options: "
                          f"{', '.join(sorted(suite_fields))}; the run's: `poolbench run {suite_obj.name} -h`)")
-    run_opts = build_options(RunOptions, {k: v for k, v in options.items() if k in run_fields}, "run")
+    own_run = {f.name for f in dataclasses.fields(RunOptions)}
+    run_opts = build_options(RunOptions, {k: v for k, v in options.items() if k in own_run}, "run")
     settings = build_options(TrainSettings, {k: v for k, v in options.items() if k in train_fields},
                              "training")
     own = {k: v for k, v in options.items() if k in suite_fields and k not in run_fields}
@@ -153,64 +162,21 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
     >>> result = poolbench.run("robustness", pools=["lift"])   # doctest: +SKIP
     >>> result.table                                           # the table the CLI prints
     """
-    suite_obj = get_suite(suite)
-    name = suite_obj.name
-    opt, settings, own = _split(suite_obj, options)
-    executor = opt.executor or env_default("executor", "auto")
-    if executor not in EXECUTORS:
-        raise UsageError(f"POOLBENCH_EXECUTOR {executor!r}: use one of {', '.join(EXECUTORS)}")
-    if not suite_obj.parallel:
-        if executor not in ("sequential", "auto"):
-            raise UsageError(f"{name} times pools side by side: use --executor sequential")
-        executor = "sequential"
-    preset_data = load_preset(opt.preset)
-    named = (pools,) if isinstance(pools, str) else tuple(pools or ())
-    user_pools = [canonical_spec(p) for p in named] or ["max"]  # unknown names fail here, before work
-    if opt.checkpoint and len(set(user_pools)) > 1:
-        raise UsageError("--checkpoint evaluates one model: pass exactly one --pool")
-    device = resolve_device(opt.device)
-    model = opt.model
-    if opt.padding:
-        # a backbone option: it rides in the model name, which configs, hashes and rows record
-        model = model_spec(model or preset_data["train"].get("model", TrainConfig.model), opt.padding)
-    flags = {**{k: getattr(opt, k) for k in SHARED_WITH_SUITES}, "model": model, "device": device}
-
-    fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
-    values = {**suite_obj.pool_defaults(named), **preset_data.get(name, {})}
-    values.update({k: v for k, v in flags.items() if k in fields and v is not None})
-    if opt.seed is not None and opt.seeds is not None:
-        raise UsageError("pass --seed N (one seed) or --seeds LIST|COUNT, not both")
-    run_seeds = [opt.seed] if opt.seed is not None else parse_seeds(opt.seeds)
-    if run_seeds is not None and "seeds" in fields:
-        values["seeds"] = run_seeds
-    values.update({k: v for k, v in own.items() if v is not None})
-    opts = suite_obj.options(values)
-
-    all_pools = list(dict.fromkeys(user_pools + [canonical_spec(p) for p in suite_obj.extra_pools(opts)]))
-    overrides = {k: flags[k] for k in TRAIN_OVERRIDES}
-    # mixed precision changes the weights, so it is in the recipe: the flag, else the preset's,
-    # else the device's default
-    overrides["amp"] = check_amp(opt.amp or preset_data.get("train", {}).get("amp") or default_amp(device))
-    configs = [train_config(preset_data, p, s, overrides) for p in all_pools
-               for s in (run_seeds or seeds_of(preset_data, None))]
-    init_distributed(device)
-    ctx = RunContext(
-        results=str(opt.results or env_default("results", "results")), device=device,
-        data_root=opt.data_root, progress=opt.progress, checkpoint=opt.checkpoint, threads=opt.threads,
-        workers=opt.workers, extra={"slurm": preset_data.get("slurm", {})},
-        checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if opt.checkpoint else None,
-        train=settings, **suite_obj.run_settings(opts),
-    )
-    cells = with_data(suite_obj.cells(configs, opts), opt.data_root, suite_obj.run_settings(opts))
-    notes = suite_obj.notes(opts)
+    plan = _plan(suite, pools, options)
+    suite_obj, opt, opts, ctx, cells = plan.suite, plan.run, plan.options, plan.ctx, plan.cells
+    name, all_pools, named, notes = suite_obj.name, plan.pools, plan.named, suite_obj.notes(plan.options)
     if is_main_process():
         record = opt.command or _call_text(name, named, options)
         try:
             append_line(Path(ctx.results) / "commands.log", record)
-        except OSError as exc:  # a read-only store still shows what it holds
-            notes.append(f"{ctx.results} is not writable ({exc.strerror or exc}): "
+        except (OSError, DiskFull) as exc:  # a read-only or full store still shows what it holds
+            notes.append(f"{ctx.results} is not writable ({getattr(exc, 'strerror', None) or exc}): "
                          "this command is not recorded in commands.log")
-    report = run_cells(name, cells, ctx, executor, log=log)
+    if opt.strict:  # an audit: every stored cell of the run verifies, or the run stops here
+        audit = ResultStore(ctx.results, strict=True)
+        for cell in cells:
+            audit.has(name, cell_hash(name, cell))
+    report = run_cells(name, cells, ctx, plan.executor, log=log)
     errors = [r for r in report.rows if r.get("error")]
     measured = [r for r in report.rows if not r.get("error")]
     table = (suite_obj.table(pd.DataFrame(measured), opts, ResultStore(ctx.results)) if measured
@@ -226,6 +192,104 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
                      skipped=report.skipped, failed=report.failed, results=ctx.results, errors=errors,
                      reference=reference,
                      verdicts=verdict_lines(table, reference, opt.resolve) if measured else [])
+
+
+@dataclass
+class Plan:
+    """What a run would do: the suite and its options, the context and the cells."""
+
+    suite: Any
+    run: RunOptions
+    options: Any
+    ctx: RunContext
+    cells: list[dict]
+    executor: str
+    pools: list[str]
+    named: tuple
+
+
+def cells_of(suite: str, pools=None, **options) -> tuple[list[dict], str]:
+    """The cells ``run(suite, pools, **options)`` would compute, and its result store: what
+    ``poolbench status SUITE ...`` reports on. Nothing is trained or written."""
+    plan = _plan(suite, pools, options)
+    return plan.cells, plan.ctx.results
+
+
+def _plan(suite: str, pools, options: dict) -> Plan:
+    suite_obj = get_suite(suite)
+    name = suite_obj.name
+    opt, settings, own = _split(suite_obj, options)
+    slurm_fields = {f.name for f in dataclasses.fields(SlurmOptions)}
+    slurm_given = {k: v for k, v in options.items() if k in slurm_fields and v is not None}
+    executor = opt.executor or env_default("executor", "auto")
+    if executor not in EXECUTORS:
+        raise UsageError(f"POOLBENCH_EXECUTOR {executor!r}: use one of {', '.join(EXECUTORS)}")
+    if not suite_obj.parallel:
+        if executor not in ("sequential", "auto"):
+            raise UsageError(f"{name} times pools side by side: use --executor sequential")
+        executor = "sequential"
+    preset_data = load_preset(opt.preset)
+    named = (pools,) if isinstance(pools, str) else tuple(pools or ())
+    user_pools = [canonical_spec(p) for p in named] or ["max"]  # unknown names fail here, before work
+    if opt.checkpoint and len(set(user_pools)) > 1:
+        raise UsageError("--checkpoint evaluates one model: pass exactly one --pool")
+    device = resolve_device(opt.device)
+    if opt.threads and executor != "slurm" and opt.threads > len(os.sched_getaffinity(0)):
+        # more threads than cores makes every op wait for its slowest thread (measured: 5x slower)
+        warnings.warn(f"--threads {opt.threads} is more than the {len(os.sched_getaffinity(0))} cores "
+                      "this process may use: training and timings run slower; pass at most that "
+                      "many", stacklevel=2)
+    model = opt.model
+    if opt.padding:
+        # a backbone option: it rides in the model name, which configs, hashes and rows record
+        model = model_spec(model or preset_data["train"].get("model", TrainConfig.model), opt.padding)
+    flags = {**{k: getattr(opt, k) for k in SHARED_WITH_SUITES}, "model": model, "device": device}
+
+    fields = {f.name for f in dataclasses.fields(suite_obj.Options)}
+    values = {**suite_obj.pool_defaults(named), **preset_data.get(name, {})}
+    values.update({k: v for k, v in flags.items() if k in fields and v is not None})
+    if opt.seed is not None and opt.seeds is not None:
+        raise UsageError("pass --seed N (one seed) or --seeds LIST|COUNT, not both")
+    run_seeds = [opt.seed] if opt.seed is not None else parse_seeds(opt.seeds)
+    if run_seeds is not None and "seeds" in fields:
+        values["seeds"] = run_seeds
+    values.update({k: v for k, v in own.items() if v is not None})
+    _check_preset_table(suite_obj.Options, values, preset_data, name)
+    opts = suite_obj.options(values)
+
+    all_pools = list(dict.fromkeys(user_pools + [canonical_spec(p) for p in suite_obj.extra_pools(opts)]))
+    overrides = {k: flags[k] for k in TRAIN_OVERRIDES}
+    # mixed precision changes the weights, so it is in the recipe: the flag, else the preset's,
+    # else the device's default
+    overrides["amp"] = check_amp(opt.amp or preset_data.get("train", {}).get("amp") or default_amp(device))
+    configs = [train_config(preset_data, p, s, overrides) for p in all_pools
+               for s in (run_seeds or seeds_of(preset_data, None))]
+    init_distributed(device)
+    ctx = RunContext(
+        results=str(opt.results or env_default("results", "results")), device=device,
+        data_root=opt.data_root, progress=opt.progress, checkpoint=opt.checkpoint, threads=opt.threads,
+        workers=opt.workers, extra={"strict": opt.strict, "slurm": build_options(
+            SlurmOptions, {**preset_options(preset_data.get("slurm", {})), **slurm_given}, "slurm")},
+        checkpoint_pool=suite_obj.checkpoint_pool(user_pools[0]) if opt.checkpoint else None,
+        train=settings, **suite_obj.run_settings(opts),
+    )
+    cells = with_data(suite_obj.cells(configs, opts), opt.data_root, suite_obj.run_settings(opts))
+    return Plan(suite_obj, opt, opts, ctx, cells, executor, all_pools, named)
+
+
+def _check_preset_table(options_class, values: dict, preset: dict, name: str) -> None:
+    """The numbers the preset's [name] table gives (and no flag overrode), range-checked with
+    the file's key in the message instead of a flag the user never typed."""
+    table = preset.get(name, {})
+
+    def numbers(v):
+        items = v if isinstance(v, (list, tuple)) else (v,)
+        return all(isinstance(i, (int, float)) and not isinstance(i, bool) for i in items)
+
+    from_file = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+                 if k in table and v is table[k] and numbers(v)}
+    check_ranges(options_class, values=from_file,
+                 source="key {name} in " + f"[{name}] of {preset.get('_path', 'the preset')}")
 
 
 def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[dict]:

@@ -19,7 +19,7 @@ import click
 from tabulate import tabulate
 
 from . import api
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, disk_full, is_disk_full
 from .config import env_default
 from .errors import PoolbenchError, UsageError, one_line_warnings
 from .options import flag_of
@@ -27,6 +27,8 @@ from .pool_table import pool_rows
 from .process import is_main_process
 from .registry import load_plugin
 from .report import build_report
+from .slurm import SlurmOptions
+from .status import cell_status, summary
 from .suites import get_suite, list_suites
 from .suites.intervals import compact
 from .suites.verdicts import narrow_note
@@ -112,7 +114,8 @@ def run_parameters(suite=None) -> list[click.Parameter]:
     wide = click.Option(["--wide"], is_flag=True,
                         help="Print every column and interval (default: the metrics with a difference, "
                              "their Δ and the verdict, fitting 100 columns).")
-    params = [pool, *click_options(api.RunOptions), *click_options(TrainSettings)]
+    params = [pool, *click_options(api.RunOptions), *click_options(TrainSettings),
+              *click_options(SlurmOptions)]
     if suite is not None:
         taken = {p.name for p in params}
         params += click_options(suite.Options, skip=taken)
@@ -153,13 +156,14 @@ def pools_cmd(as_json, channels, pattern):
             "buffers": "" if r["buffers"] is None else r["buffers"],
             "stochastic": "yes" if r["stochastic"] else "",
             "invertible": "yes" if r["invertible"] else "",
+            "shift-eq": "" if r["shift_consistency"] is None else float(r["shift_consistency"]),
             "source": r["source"],
             "version": r["version"],
             "status": r["status"] + (f": {r['error']}" if r["error"] else ""),
         }
         for r in rows
     ]
-    click.echo(tabulate(table, headers="keys", tablefmt="github"))
+    click.echo(tabulate(table, headers="keys", tablefmt="github", floatfmt=".2f"))
 
 
 def execute_suite(name: str, pools: tuple, as_json: bool, wide: bool, options: dict) -> None:
@@ -243,17 +247,68 @@ cli.add_command(SuiteCommands("run", context_settings=CONTEXT,
                               help="Run a benchmark suite; finished cells are stored and skipped on the next run."))
 
 
+def show_status(records: list[dict], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+        return
+    if records:
+        click.echo(tabulate(records, headers="keys", tablefmt="github", disable_numparse=True))
+    click.echo(summary(records), err=True)
+
+
+def status_command(name: str) -> click.Command:
+    def callback(pools, as_json, wide, **options):
+        given = {k: v for k, v in options.items() if v is not None}
+        cells, results = api.cells_of(name, list(pools), **given)
+        show_status(cell_status(results, [(name, cell) for cell in cells]), as_json)
+
+    return click.Command(name, params=run_parameters(get_suite(name)), callback=callback,
+                         context_settings=CONTEXT, short_help=f"The cells of `poolbench run {name} ...`.",
+                         help=f"Where each cell of `poolbench run {name}` with these options stands: the "
+                              "same options as that command.")
+
+
+class StatusCommands(click.Group):
+    """`poolbench status`: the whole store; `poolbench status NAME ...`: one command's cells."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list_suites()
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        return status_command(name) if name in list_suites() else None
+
+
+@click.pass_context
+def _status_all(ctx, results, as_json):
+    if ctx.invoked_subcommand is None:
+        show_status(cell_status(results or env_default("results", "results")), as_json)
+
+
+cli.add_command(StatusCommands(
+    "status", context_settings=CONTEXT, invoke_without_command=True, callback=_status_all,
+    params=[click.Option(["--results"], default=None, type=click.Path(),
+                         help="Result store (default ./results, or POOLBENCH_RESULTS)."),
+            click.Option(["--json", "as_json"], is_flag=True, help="Print the records as JSON.")],
+    help="Where cells stand: done, running (with their Slurm job), failed (the first line of the "
+         "error and the task's log) or missing; for every cell of the store and its Slurm "
+         "submissions, or, after a suite name and a run's options, for that command's cells."))
+
+
 @cli.command("report", context_settings=CONTEXT)
-@click.option("--results", default=None, type=click.Path(), help="Result store (default ./results).")
+@click.option("--results", multiple=True, type=click.Path(),
+              help="Result store (default ./results); repeat it to merge stores into one report "
+                   "(a cell is read once; two stores with different values for one cell are an error).")
 @click.option("--out", default="reports/latest", show_default=True, type=click.Path(),
-              help="Folder for report.md, plots and results.csv.")
+              help="Folder for report.md, report.html, plots, results.csv and results.json "
+                   "(only files an earlier report wrote there are replaced or removed).")
 @click.option("--title", default=None, help="Report title.")
 @click.option("--reference", default=None, help="Reference pool for CE/FR (default: the one the runs used).")
 @click.option("--no-illustrations", is_flag=True, help="Skip the LiftPool sub-band and up-pooling figures.")
 @plugin_option
 def report_cmd(results, out, title, reference, no_illustrations):
-    """Write report.md, PNG plots and results.csv from whatever suites are in the store."""
-    path = build_report(results or env_default("results", "results"), out, title=title,
+    """Write report.md, report.html (one self-contained page: sortable, filterable tables), PNG
+    plots, results.csv and results.json from whatever suites are in the stores."""
+    path = build_report(list(results) or [env_default("results", "results")], out, title=title,
                         reference=reference, illustrations=not no_illustrations)
     click.echo(str(path))
 
@@ -320,6 +375,12 @@ def main(argv=None) -> int:
     except PoolbenchError as exc:
         click.echo(f"poolbench: error: {exc}", err=True)
         return exc.exit_code
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        # a write that atomic.py did not make (a library's own file): still one line
+        click.echo(f"poolbench: error: {disk_full(exc.filename or 'a file being written', exc)}", err=True)
+        return 1
     except KeyboardInterrupt:
         click.echo("poolbench: interrupted; finished cells are kept, run again to resume", err=True)
         return 130

@@ -21,6 +21,9 @@ from .ranges import bounded, check_ranges
 
 PRESET_DIR = importlib.resources.files(__package__) / "presets"
 DEFAULT_PRESET = "quick"
+# the longest recipe accepted: the published ones train 90 (ImageNet) to 300 (CIFAR) epochs, and
+# a typo's billion would pass every other check and run forever
+MAX_EPOCHS = 10_000
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class TrainConfig:
     dataset: str = "shapes"
     train_size: int | None = bounded(None, low=1)
     test_size: int | None = bounded(None, low=1)
-    epochs: int = bounded(6, low=1)
+    epochs: int = bounded(6, low=1, high=MAX_EPOCHS)
     batch_size: int = bounded(32, low=1)
     optimizer: str = "sgd"
     lr: float = bounded(0.05, low=0, low_open=True)
@@ -51,7 +54,7 @@ class TrainConfig:
     schedule: str = "cosine"
     milestones: tuple[int, ...] = bounded((), low=1)
     gamma: float = bounded(0.1, low=0, low_open=True)
-    warmup_epochs: int = bounded(0, low=0)
+    warmup_epochs: int = bounded(0, low=0, high=MAX_EPOCHS)
     label_smoothing: float = bounded(0.0, low=0, high=1, high_open=True)
     seed: int = bounded(0, low=0)
     data_seed: int = bounded(0, low=0)
@@ -59,10 +62,7 @@ class TrainConfig:
     amp: str = "off"  # mixed precision of training: off (float32), bf16 or fp16 autocast
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in _INT_FIELDS and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise UsageError(f"{f.name} must be an integer, got {value!r} (--{f.name.replace('_', '-')})")
+        _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
         check_ranges(self)
         if self.amp not in ("off", "bf16", "fp16"):
             raise UsageError(f"unknown amp {self.amp!r}; choose off, bf16 or fp16 (--amp)")
@@ -79,6 +79,14 @@ class TrainConfig:
 
 
 _INT_FIELDS = {"train_size", "test_size", "epochs", "batch_size", "warmup_epochs", "seed", "data_seed"}
+
+
+def _check_types(values: dict[str, Any], source: str = "--{flag}") -> None:
+    """Integer fields hold integers; the message names ``source`` (the flag, or a file's key)."""
+    for name, value in values.items():
+        if name in _INT_FIELDS and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            where = source.format(name=name, flag=name.replace("_", "-"))
+            raise UsageError(f"{name} must be an integer, got {value!r} ({where})")
 TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 _FLOAT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, float)}
 
@@ -130,8 +138,10 @@ def train_config(preset: dict, pool: str, seed: int, overrides: dict[str, Any] |
     values = {k: v for k, v in table.items() if k in TRAIN_FIELDS}
     dataset = flags.get("dataset", values.get("dataset", TrainConfig.dataset))
     name = str(dataset).split(":", 1)[0]   # imagefolder:PATH -> [train.imagefolder]
+    sections = {k: "[train]" for k in values}
     if isinstance(table.get(name), dict):
         values.update(table[name])
+        sections.update({k: f"[train.{name}]" for k in table[name]})
     values.update(flags)
     values["pool"] = pool
     values["seed"] = seed
@@ -140,6 +150,12 @@ def train_config(preset: dict, pool: str, seed: int, overrides: dict[str, Any] |
     for name in _FLOAT_FIELDS:  # `lr = 1` in TOML and `--lr 1` must name the same checkpoint
         if isinstance(values.get(name), int) and not isinstance(values[name], bool):
             values[name] = float(values[name])
+    # a bad value from the file names the file's key, not a flag the user never typed
+    for section in dict.fromkeys(sections.values()):
+        keys = {k: values[k] for k, where in sections.items() if where == section and k not in flags}
+        source = "key {name} in " + f"{section} of {preset.get('_path', 'the preset')}"
+        _check_types(keys, source)
+        check_ranges(TrainConfig, values=keys, source=source)
     try:
         return TrainConfig(**values)
     except TypeError as exc:

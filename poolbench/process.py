@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import lock_file
 from .errors import UsageError
 
 
@@ -200,11 +201,11 @@ def memory_format_for(device: str) -> torch.memory_format:
 def file_lock(path: Path):
     """Exclusive lock so that parallel workers never train the same checkpoint twice."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with lock_file(str(path) + ".lock") as fd:  # never through a planted link, never truncated
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 

@@ -54,15 +54,19 @@ def bounded(default: Any, low: float | None = None, high: float | None = None, *
         "range": Range(low, high, low_open, high_open), "flag": flag})
 
 
-def check_ranges(obj: Any, where: str = "", values: dict[str, Any] | None = None) -> None:
+def check_ranges(obj: Any, where: str = "", values: dict[str, Any] | None = None,
+                 source: str | None = None) -> None:
     """Raise one UsageError for the first field of ``obj`` (an instance, or a class with the
-    ``values`` it is about to be built from) outside its declared range."""
+    ``values`` it is about to be built from) outside its declared range. ``source`` says where
+    the values came from when not from the flags (``"key {name} in FILE"``), and the message
+    names that instead of the flag."""
     for f in dataclasses.fields(obj):
         accepted = f.metadata.get("range")
         if accepted is None:
             continue
         value = getattr(obj, f.name) if values is None else values.get(f.name)
-        _check(f.name, value, accepted, where, f.metadata.get("flag"))
+        origin = source.format(name=f.name) if source else f.metadata.get("flag")
+        _check(f.name, value, accepted, where, origin)
 
 
 def check_value(name: str, value: Any, low: float | None = None, high: float | None = None, *,
@@ -79,3 +83,4 @@ def _check(name: str, value: Any, accepted: Range, where: str, flag: str | None)
         if item not in accepted:
             raise UsageError(f"{where + ' ' if where else ''}{name} must be {accepted.text()}, "
                              f"got {item!r} ({flag or '--' + name.replace('_', '-')})")
+

@@ -237,6 +237,14 @@ def load_plugin(path_or_module: str) -> None:
             return
         if looks_like_file:
             path = Path(item)
+            if path.is_dir():
+                files = sorted(p.name for p in path.glob("*.py"))[:3]
+                project = any((path / f).is_file() for f in ("pyproject.toml", "setup.py"))
+                raise PluginError(
+                    f"plugin {item!r} is a folder, not a .py file; "
+                    + (f"install the project (pip install -e {item}) and pass its module name" if project
+                       else "pass one of its .py files" + (f" ({', '.join(files)})" if files else "")
+                       + " or the name of an installed module"))
             if not path.is_file():
                 raise PluginError(
                     f"plugin file {item!r} not found; pass an existing .py file or an importable module name"

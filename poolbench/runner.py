@@ -1,8 +1,9 @@
 """Expand a suite into cells and run the missing ones through an executor.
 
-Executors: ``sequential`` (default), ``process`` (local worker processes) and ``slurm``
-(submitit, the optional extra ``poolbench[slurm]``). Every executor writes through the
-config-hash store, so every executor is resumable: a rerun skips finished cells.
+Executors: ``sequential`` (default), ``process`` (local worker processes) and ``slurm`` (the
+missing cells as one array job through submitit, the optional extra ``poolbench[slurm]``; the
+Slurm side is ``slurm.py``). Every executor writes through the config-hash store, so every
+executor is resumable: a rerun skips finished cells.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from . import registry
+from . import registry, slurm
 from .atomic import remove_stale_temps
-from .errors import PoolbenchError, UsageError, install_one_line_warnings, one_line
+from .errors import PoolbenchError, UsageError, install_one_line_warnings
 from .implementations import columns, mark, ran_since
 from .lifeline import exit_with_parent
 from .process import (
@@ -34,6 +35,7 @@ from .process import (
     torch_threads,
     worker_devices,
 )
+from .slurm import SlurmOptions
 from .store import Measured, ResultStore, config_hash, provenance
 from .suites import get_suite
 from .training.checkpoint import save_now
@@ -85,6 +87,7 @@ class RunReport:
     computed: int
     skipped: int
     failed: int
+    submitted: int = 0   # cells left running on Slurm (--no-wait)
 
 
 def cell_hash(suite: str, cell: dict) -> str:
@@ -141,6 +144,11 @@ def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measur
     except PoolbenchError as exc:  # e.g. training diverged: an error row, never a silent number
         out = [suite.error_row(cell, ctx, str(exc))]
     rows, arrays = (out.rows, out.arrays) if isinstance(out, Measured) else (out, {})
+    return Measured(_stamped(suite_name, cell, ctx, chash, rows, ran_since(before)), arrays)
+
+
+def _stamped(suite_name: str, cell: dict, ctx: RunContext, chash: str, rows: list[dict], ran) -> list[dict]:
+    """``rows`` with the columns every row of the cell carries: what produced it and where."""
     # what the data was (poolbench.data.fingerprint) goes into every row of the cell
     prints = {k: v for k, v in cell.items() if k.endswith("_fingerprint")}
     if "data_fingerprint" in cell.get("train", {}):
@@ -149,8 +157,8 @@ def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measur
         "suite": suite_name, "config_hash": chash, "device": ctx.device,
         "threads": torch.get_num_threads(), "world_size": dist_info()[1], **prints, **provenance(),
     }
-    base.update(columns(ran_since(before)))  # operators with several implementations: which ran
-    return Measured([{**base, **row} for row in rows], arrays)
+    base.update(columns(ran))  # operators with several implementations: which ran
+    return [{**base, **row} for row in rows]
 
 
 def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str = "sequential",
@@ -215,14 +223,15 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
                 outcomes[futures[fut]] = fut.result()
                 log(f"{suite_name}: cell {skipped + len(outcomes)}/{len(cells)} done")
     else:
-        outcomes.update(_run_slurm(suite_name, todo, ctx, log))
+        outcomes.update(run_slurm(suite_name, todo, ctx, log))
     reused = sum(1 for _, computed in outcomes.values() if not computed)
     if reused and is_main_process():
         log(f"{suite_name}: {reused} cells were computed meanwhile by another run, reused")
     rows_by_index.update({i: rows for i, (rows, _) in outcomes.items()})
     rows = [r for i in sorted(rows_by_index) for r in rows_by_index[i]]
     failed = sum(1 for r in rows if r.get("error"))
-    return RunReport(rows=rows, computed=len(todo) - reused, skipped=skipped + reused, failed=failed)
+    return RunReport(rows=rows, computed=len(outcomes) - reused, skipped=skipped + reused, failed=failed,
+                     submitted=len(todo) - len(outcomes))
 
 
 def choose_executor(todo: int, ctx: RunContext, torchrun: bool = False) -> str:
@@ -279,23 +288,6 @@ def worker_device() -> str | None:
     return _WORKER.get("device")
 
 
-class CellJob:
-    """One cell as a submitit job that survives preemption and time-outs (submitit's
-    checkpointing protocol: it calls ``checkpoint`` on the signal Slurm sends before it preempts
-    or stops the job). The running training writes its resume checkpoint at once if it is between
-    two steps (else its last periodic one stands), and the job is requeued with the same
-    arguments, so that it resumes from there."""
-
-    def __call__(self, suite_name: str, cell: dict, ctx: RunContext):
-        return _execute(suite_name, cell, ctx)
-
-    def checkpoint(self, *args, **kwargs):
-        from submitit.helpers import DelayedSubmission
-
-        save_now()
-        return DelayedSubmission(self, *args, **kwargs)
-
-
 def _file_sha256(path: str) -> str:
     try:
         with open(path, "rb") as fh:
@@ -312,31 +304,81 @@ def _loaded_plugins() -> tuple:
     return tuple(sorted(registry.loaded_plugins()))
 
 
-def _run_slurm(suite_name: str, todo, ctx: RunContext, log) -> dict:
-    try:
-        import submitit
-    except ImportError as exc:
-        raise UsageError("--executor slurm needs submitit: pip install 'poolbench[slurm]'") from exc
-    slurm = dict(ctx.extra.get("slurm", {}))
-    cluster = slurm.pop("cluster", None)  # "local" runs the jobs as local processes (for tests)
+class CellJob:
+    """One cell as a submitit task that survives preemption and time-outs (submitit's
+    checkpointing protocol: it calls ``checkpoint`` on the signal Slurm sends before it preempts
+    or stops the task). The running training writes its resume checkpoint at once if it is
+    between two steps (else its last periodic one stands), and the task is requeued with the
+    same arguments, so that it resumes from there. A task requeued from outside (``scontrol
+    requeue``) resumes from the last periodic checkpoint in the same way."""
+
+    def __call__(self, suite_name: str, cell: dict, ctx: RunContext):
+        return _execute(suite_name, cell, ctx)
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        save_now()
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def cell_label(cell: dict) -> str:
+    """A cell in words, for logs and ``poolbench status``: its pool and training seed."""
+    train = cell.get("train", cell)
+    return f"{train.get('pool', '?')} seed {train.get('seed', '?')}"
+
+
+def run_slurm(suite_name: str, todo: list[tuple[int, dict]], ctx: RunContext, log) -> dict:
+    """The ``todo`` cells as one Slurm array job (cells whose task is still in the queue from an
+    earlier command are followed instead); with ``wait``, their outcomes by index. A task that
+    fails or is cancelled leaves an error row naming its job and log, so that the others' rows
+    stand and the next run computes only it."""
+    opts = ctx.extra.get("slurm") or SlurmOptions()
     folder = Path(ctx.results) / ".slurm"
-    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
-    defaults = {"timeout_min": 60} | ({"gpus_per_node": 1} if ctx.device.startswith("cuda") else {})
-    ex.update_parameters(**(defaults | slurm))
-    wctx = replace(ctx, progress=False)
-    jobs = [(i, ex.submit(CellJob(), suite_name, cell, wctx)) for i, cell in todo]
-    log(f"{suite_name}: submitted {len(jobs)} jobs to {ex.cluster} (logs in {folder})")
+    keys = [{"suite": suite_name, "hash": cell_hash(suite_name, cell), "cell": cell_label(cell)}
+            for _, cell in todo]
+    earlier = slurm.manifest_tasks(folder)
+    queued = slurm.queue_states([earlier[k["hash"]]["job_id"] for k in keys if k["hash"] in earlier]) or {}
+    jobs = {}
+    for k, (i, _) in zip(keys, todo):
+        task = earlier.get(k["hash"])
+        if task and task["job_id"] in queued:
+            jobs[i] = slurm.attach(folder, task["job_id"])
+    if jobs:
+        log(f"{suite_name}: {len(jobs)} cells are still queued from an earlier command "
+            f"(jobs {', '.join(sorted({j.job_id.split('_')[0] for j in jobs.values()}))}): following them")
+    fresh = [(k, i, cell) for k, (i, cell) in zip(keys, todo) if i not in jobs]
+    if fresh:
+        ex = slurm.executor(folder, opts, ctx.device)
+        wctx = replace(ctx, progress=False, threads=ctx.threads or opts.slurm_cpus_per_task or 1)
+        submitted = slurm.submit_array(ex, CellJob(), [(suite_name, cell, wctx) for _, _, cell in fresh],
+                                       [k for k, _, _ in fresh])
+        jobs.update({i: job for (_, i, _), job in zip(fresh, submitted)})
+        cap = f", {opts.slurm_array_parallelism} at once" if opts.slurm_array_parallelism else ""
+        log(f"{suite_name}: {len(fresh)} cells submitted as Slurm job {submitted[0].job_id.split('_')[0]}"
+            f"{cap} (logs in {folder})")
+    if not opts.wait:
+        log(f"{suite_name}: not waiting; `poolbench status` shows the tasks, the same command again "
+            "collects the rows")
+        return {}
+    order = sorted(jobs)
+    ended = slurm.wait([jobs[i] for i in order], ctx.progress, suite_name)
+    cells = dict(todo)
     out = {}
-    for i, job in jobs:
-        try:
-            out[i] = job.result()
-        except Exception as exc:
-            raise PoolbenchError(f"job {job.job_id} failed: {_last_line(exc)}; "
-                                 f"see {folder}; finished cells are kept, run again to resume") from exc
+    store = ResultStore(ctx.results)
+    for i, result in zip(order, ended):
+        if result.error is None:
+            out[i] = result.value
+            continue
+        chash = cell_hash(suite_name, cells[i])
+        stored = _finished(store, suite_name, chash)  # another command computed it meanwhile
+        if stored is not None:
+            out[i] = (stored, False)
+            continue
+        message = f"Slurm task {result.job_id} failed: {result.error} (log {result.log})"
+        log(f"{suite_name}: {cell_label(cells[i])}: {message}")
+        rows = _stamped(suite_name, cells[i], ctx, chash,
+                        [get_suite(suite_name).error_row(cells[i], ctx, message)], {})
+        store.write(suite_name, chash, {"suite": suite_name, **cells[i]}, rows)
+        out[i] = (rows, True)
     return out
-
-
-def _last_line(exc: BaseException) -> str:
-    """A failed job's exception carries the worker's whole traceback: its last line is the error."""
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return one_line(RuntimeError(lines[-1])) if lines else type(exc).__name__

@@ -38,6 +38,9 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
             raise PoolOptionError(
                 f"bad option {part!r} in pool spec {spec!r}; write name:key=value,key=value"
             )
+        if key.strip() in options:  # the last would win silently: one of them is a mistake
+            raise PoolOptionError(f"option {key.strip()!r} is given twice in pool spec {spec!r}; "
+                                  "give each option once")
         options[key.strip()] = _parse_value(value)
     return normalize_name(name), options
 

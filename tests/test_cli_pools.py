@@ -28,7 +28,7 @@ def test_pools_json_lists_builtins_with_measured_counts(cli):
     assert BUILTINS <= set(rows)
     for r in rows.values():
         assert set(r) == {"name", "paper", "year", "licence", "params", "buffers", "stochastic",
-                          "invertible", "source", "version", "status", "error"}
+                          "invertible", "shift_consistency", "source", "version", "status", "error"}
     assert rows["max"]["params"] == 0 and rows["max"]["invertible"]
     assert rows["skip"]["params"] == 9 * 64 * 64 + 64
     assert rows["lift"]["invertible"] and rows["lift"]["status"] == "ok"

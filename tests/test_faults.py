@@ -54,7 +54,7 @@ def _checkpoints() -> list[Path]:
 # --- 2. validate before working ----------------------------------------------------------------
 
 BAD_INPUT = [
-    (["run", "accuracy", "--epochs", "0"], "epochs must be >= 1, got 0 (--epochs)"),
+    (["run", "accuracy", "--epochs", "0"], "epochs must be in [1, 10000], got 0 (--epochs)"),
     (["run", "accuracy", "--batch-size", "0"], "batch_size must be >= 1, got 0 (--batch-size)"),
     (["run", "accuracy", "--lr", "-1"], "lr must be > 0, got -1.0 (--lr)"),
     (["run", "robustness", "--subset", "-5"], "subset must be >= 0, got -5 (--subset)"),
@@ -80,14 +80,14 @@ def test_bad_preset_value_is_refused_like_the_flag(cli, tmp_path):
     preset = tmp_path / "p.toml"
     preset.write_text("[train]\nepochs = 0\n")
     code, _, err = cli("run", "accuracy", "--config", str(preset), "--results", str(tmp_path / "r"))
-    assert code == 2 and "epochs must be >= 1, got 0" in error_line(err)
+    assert code == 2 and f"epochs must be in [1, 10000], got 0 (key epochs in [train] of {preset})" in error_line(err)
     preset.write_text("[robustness]\nsubset = -5\n")
     code, _, err = cli("run", "robustness", "--config", str(preset), "--results", str(tmp_path / "r"))
     assert code == 2 and "subset must be >= 0, got -5" in error_line(err)
 
 
 def test_bad_python_argument_is_refused_like_the_flag():
-    for kwargs, message in (({"epochs": 0}, "epochs must be >= 1"), ({"lr": -1.0}, "lr must be > 0"),
+    for kwargs, message in (({"epochs": 0}, r"epochs must be in \[1, 10000\]"), ({"lr": -1.0}, "lr must be > 0"),
                             ({"subset": -5}, "subset must be >= 0"), ({"workers": 0}, "workers must be >= 1")):
         suite = "robustness" if "subset" in kwargs else "accuracy"
         with pytest.raises(UsageError, match=message):

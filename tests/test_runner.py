@@ -1,4 +1,5 @@
-"""Runner: resume from the store, interrupted runs, process and Slurm (submitit local) executors."""
+"""Runner: resume from the store, interrupted runs, the process executor and the submitit checkpoint
+handler (the Slurm executor against a real slurmctld: tests/slurm/)."""
 from __future__ import annotations
 
 import importlib.util
@@ -226,25 +227,6 @@ def test_process_executor_matches_sequential(tmp_path, monkeypatch, plugin_file)
         sorted(p.name for p in (tmp_path / "seq" / "accuracy").iterdir())
     again = run_cells("accuracy", cells, RunContext(results=str(tmp_path / "proc"), progress=False),
                       executor="process", log=quiet)
-    assert (again.computed, again.skipped) == (0, 2)
-
-
-@pytest.mark.slow  # submits jobs
-@pytest.mark.skipif(importlib.util.find_spec("submitit") is None,
-                    reason="submitit not installed (pip install 'poolbench[slurm]')")
-def test_slurm_executor_with_submitit_local(tmp_path):
-    cells = cells_for(["max", "avg"])
-    seq = run_cells("accuracy", cells, RunContext(results=str(tmp_path / "seq"), progress=False), log=quiet)
-    log = []
-    ctx = RunContext(results=str(tmp_path / "slurm"), progress=False, threads=1,
-                     extra={"slurm": {"cluster": "local", "timeout_min": 5}})
-    report = run_cells("accuracy", cells, ctx, executor="slurm", log=log.append)
-    assert any("submitted 2 jobs to local" in m for m in log)
-    assert (report.computed, report.failed) == (2, 0)
-    # same checkpoints (shared cache), so every value matches, timings included
-    assert values(report.rows) == values(seq.rows)
-    assert len(list((tmp_path / "slurm" / "accuracy").glob("*.json"))) == 2
-    again = run_cells("accuracy", cells, ctx, executor="slurm", log=log.append)
     assert (again.computed, again.skipped) == (0, 2)
 
 

@@ -11,6 +11,7 @@ import pytest
 from poolbench import store
 from poolbench.config import TrainConfig
 from poolbench.errors import UsageError
+from poolbench.integrity import DamagedFileWarning
 from poolbench.store import ROW_COLUMNS, ResultStore, config_hash, load_results, make_row
 
 CELL = {"train": TrainConfig(train_size=256, test_size=64, epochs=1).to_dict(), "subset": 32}
@@ -124,14 +125,18 @@ def test_missing_results_dir_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.parametrize("content", ["{truncated", '{"cell": {}}', "[1, 2]", ""])
-def test_unreadable_file_is_one_line_usage_error(tmp_path, content):
+def test_unreadable_file_is_set_aside_with_one_warning_or_refused_when_strict(tmp_path, content):
     (tmp_path / "accuracy").mkdir()
     bad = tmp_path / "accuracy" / "deadbeef.json"
     bad.write_text(content)
     with pytest.raises(UsageError) as info:
-        load_results(tmp_path)
+        load_results(tmp_path, strict=True)
     msg = str(info.value)
-    assert "\n" not in msg and str(bad) in msg and "delete it" in msg
+    assert "\n" not in msg and str(bad) in msg and "--strict" in msg and bad.read_text() == content
+    with pytest.warns(DamagedFileWarning) as caught:
+        frame = load_results(tmp_path)
+    assert len(frame) == 0 and len(caught) == 1 and str(bad) in str(caught[0].message)
+    assert not bad.exists() and (tmp_path / ".damaged" / "accuracy" / "deadbeef.json").read_text() == content
 
 
 def test_written_file_is_plain_json(tmp_path):

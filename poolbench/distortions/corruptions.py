@@ -346,7 +346,8 @@ def load_cifar_c(root: str | os.PathLike, corruptions: Sequence[str] = BENCHMARK
     labels = np.asarray(_npy_header(label_path))
     if labels.shape != (5 * n,) or labels.dtype.kind not in "iu":
         raise UsageError(f"{label_path} has shape {labels.shape} and dtype {labels.dtype}, expected "
-                         f"integer ({5 * n},) (5 severities x num_test={n}); set num_test to match")
+                         f"integer ({5 * n},) (5 severities x the {n} images of the clean test set); "
+                         "re-download it, or evaluate on the whole test split it was made from (no --test-size)")
     blocks = labels.reshape(5, n)
     if not (blocks == blocks[0]).all():
         bad = int(np.nonzero((blocks != blocks[0]).any(axis=1))[0][0]) + 1
@@ -370,7 +371,8 @@ def load_cifar_c(root: str | os.PathLike, corruptions: Sequence[str] = BENCHMARK
         arr = _npy_header(path)
         if arr.dtype != np.uint8 or arr.shape != expected:
             raise UsageError(f"{path} has shape {arr.shape} and dtype {arr.dtype}, expected uint8 "
-                             f"{expected} (5 severities x num_test={n}); re-download it or fix num_test")
+                             f"{expected} (5 severities x the {n} images of the clean test set); re-download it, "
+                             "or evaluate on the whole test split it was made from (no --test-size)")
         for s in sev:
             sources[(c, s)] = _cache._Sliced(path, (s - 1) * n, s * n,
                                              manifest={"kind": "corruption", "source": "official",

@@ -9,7 +9,11 @@ with ``workers > 1`` needs the usual ``if __name__ == "__main__":`` guard. The i
 are written once to a scratch .npy that every worker memory-maps. The ``.npy`` of a result
 is filled through a memory map at a temporary name and renamed into place (``os.replace``)
 when complete, after its manifest: a crash never leaves a half-written array under the final
-name, and a rerun regenerates only what is missing.
+name, and a rerun regenerates only what is missing. The manifest records the sha256 of the
+array; a cached array that fails it (or lost its manifest) is set aside into
+``<cache_dir>/.damaged/`` with one warning line and generated again. The temporary file gets
+all its blocks before it is mapped (``posix_fallocate``): a disk that fills is one
+``DiskFull`` line, never a bus error in the middle of a write through the map.
 """
 from __future__ import annotations
 
@@ -30,8 +34,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm  # plain tqdm, not tqdm.auto: always a text bar on stderr
 
-from ..atomic import remove_stale_temps, temp_prefix
+from ..atomic import disk_full, is_disk_full, remove_stale_temps, temp_prefix
 from ..errors import PoolbenchError, UsageError
+from ..integrity import Damaged, check_file, read_record, set_aside, sha256_file
 from ..lifeline import exit_with_parent
 from .cache import _Cached, atomic_write_json
 
@@ -86,11 +91,20 @@ class _Output:
         else:
             job.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temps(job.path.parent)
-            fd, self.tmp = tempfile.mkstemp(dir=job.path.parent, prefix=temp_prefix(job.path.name),
-                                            suffix=".tmp")
-            os.close(fd)
-            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
-                                                   shape=self.shape)
+            try:
+                fd, self.tmp = tempfile.mkstemp(dir=job.path.parent, prefix=temp_prefix(job.path.name),
+                                                suffix=".tmp")
+                os.close(fd)
+                self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.uint8,
+                                                       shape=self.shape)
+                # a sparse map whose disk fills dies of SIGBUS at the first page it cannot back
+                with open(self.tmp, "r+b") as fh:
+                    os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+            except OSError as exc:
+                self.abort()
+                if is_disk_full(exc):
+                    raise disk_full(job.path, exc) from None
+                raise
 
     def put(self, start: int, block: np.ndarray) -> bool:
         if block.shape[1:] != self.shape[1:]:
@@ -106,7 +120,7 @@ class _Output:
         self.array.flush()
         del self.array
         manifest = dict(self.job.manifest, shape=list(self.shape), dtype="uint8",
-                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), sha256=sha256_file(self.tmp))
         atomic_write_json(self.job.path.with_suffix(".json"), manifest)
         os.replace(self.tmp, self.job.path)
         self.tmp = None
@@ -249,8 +263,13 @@ def _staged(images: np.ndarray, scratch_dir: Path | None):
     remove_stale_temps(directory if directory is not None else tempfile.gettempdir())
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=temp_prefix("poolbench-images"), suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(images), allow_pickle=False)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(images), allow_pickle=False)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise disk_full(tmp, exc) from None
+            raise
         yield tmp
     finally:
         with contextlib.suppress(OSError):
@@ -276,8 +295,10 @@ def generate(jobs: Sequence[Job], images: np.ndarray, *, workers: int | None = N
              mp_context: str | None = None, cache_dir: str | os.PathLike | None = None) -> dict:
     """key -> source of every job: its cached .npy where that exists already, else generated
     now (``run_jobs``; scratch files under ``cache_dir``); a source is a ``_Cached`` file or an
-    in-memory array (jobs without a path)."""
-    sources: dict = {j.key: _Cached(j.path) for j in jobs if j.path is not None and j.path.exists()}
+    in-memory array (jobs without a path). A cached array is verified against its manifest
+    first; one that fails is set aside and generated again."""
+    root = Path(cache_dir) if cache_dir is not None else None
+    sources: dict = {j.key: _Cached(j.path) for j in jobs if j.path is not None and _intact(j.path, root)}
     todo = [j for j in jobs if j.key not in sources]
     done = run_jobs(todo, images, workers=workers, chunk_size=chunk_size, progress=progress,
                     desc=desc, mp_context=mp_context,
@@ -285,3 +306,39 @@ def generate(jobs: Sequence[Job], images: np.ndarray, *, workers: int | None = N
     for key, result in done.items():
         sources[key] = _Cached(result) if isinstance(result, Path) else result
     return sources
+
+
+_VERIFIED: dict = {}   # path -> (size, mtime_ns) of the arrays this process verified already
+
+
+def _intact(path: Path, root: Path | None) -> bool:
+    """Whether the cached array ``path`` exists and matches its manifest's sha256 (hashed once
+    per process and file version); a damaged one is set aside (under ``root``, the cache)."""
+    if not path.exists():
+        return False
+    try:
+        stat = path.stat()
+        if _VERIFIED.get(path) == (stat.st_size, stat.st_mtime_ns):
+            return True
+        verify_array(path)
+    except Damaged as damage:
+        set_aside(damage, root if root is not None else path.parent, (path, path.with_suffix(".json")),
+                  then="it is generated again")
+        return False
+    _VERIFIED[path] = (stat.st_size, stat.st_mtime_ns)
+    return True
+
+
+def verify_array(path: Path) -> None:
+    """Raise :class:`Damaged` unless ``path`` is the array its manifest recorded (a manifest
+    written before digests: its shape only)."""
+    manifest = read_record(path.with_suffix(".json"), "the manifest of the generated set")
+    if "sha256" in manifest:
+        check_file(path, manifest["sha256"], "generated set")
+        return
+    try:
+        shape = list(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    except Exception as exc:  # noqa: BLE001 - any unreadable header
+        raise Damaged(path, f"it cannot be read as an array ({type(exc).__name__})") from None
+    if shape != manifest.get("shape"):
+        raise Damaged(path, f"its shape {shape} is not the recorded {manifest.get('shape')}")

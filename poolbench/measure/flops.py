@@ -83,7 +83,7 @@ REDUCTIONS.update({"linalg_vector_norm": 2, "norm": 2, "frobenius_norm": 2, "var
 
 POOLING = ("max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices",
            "max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
-           "_max_pool1d_cpu_forward")
+           "_max_pool1d_cpu_forward", "fractional_max_pool2d", "fractional_max_pool3d")
 ADAPTIVE_POOLING = ("adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d",
                     "_adaptive_avg_pool2d", "_adaptive_avg_pool3d", "adaptive_max_pool1d",
                     "adaptive_max_pool2d", "adaptive_max_pool3d")
@@ -169,6 +169,18 @@ def fft_flops(name: str, args: tuple, out: torch.Tensor) -> int:
     return int(round(factor * ref.numel() * math.log2(n)))
 
 
+def attention_flops(args: tuple) -> int:
+    """torch's fused multi-head attention (``nn.MultiheadAttention``'s inference fast path; query
+    and key batch-first, (B, L, E) and (B, S, E)): the q, k, v and output projections as matrix
+    products (2 per multiply-add, biases free, as FlopCounterMode counts ``addmm``), the scores
+    and the weighted values (2 B L S E each) and the softmax (5 per score, as ``_softmax``)."""
+    query, key, heads = args[0], args[1], int(args[4])
+    embed = query.shape[-1]
+    bl, bs, s = query.numel() // embed, key.numel() // embed, key.shape[-2]
+    projections = 2 * (bl + 2 * bs + bl) * embed * embed
+    return projections + 2 * 2 * bl * s * embed + 5 * heads * bl * s
+
+
 def elementwise_flops(name: str, args: tuple, kwargs: dict, out: torch.Tensor) -> int:
     per = ELEMENTWISE[name]
     if name in ("add", "sub"):
@@ -222,6 +234,8 @@ def op_flops(func, args: tuple, kwargs: dict, out) -> int | None:
         dim = -1
         n = x.shape[dim] if x.dim() else 1
         return _numel(x) * max(1, math.ceil(math.log2(max(n, 2))))
+    if base == "_native_multi_head_attention":
+        return attention_flops(args)
     if base == "col2im":
         return _numel(args[0])
     if base == "_convolution_pointwise":   # oneDNN's fused conv + activation (LiftPool's CPU path)

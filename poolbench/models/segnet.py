@@ -11,7 +11,7 @@ Up-pooling goes through the registry's protocol: any invertible pool spec works,
 ``y'`` in the place of ``y``. ``upsample="bilinear"`` instead pairs any pool (invertible or not)
 with x2 bilinear upsampling to the recorded size.
 
-Named variants (``VARIANTS``; also what the segmentation suite runs by default):
+Named variants (``VARIANTS``; the first four are what the segmentation suite runs by default):
 
 | variant          | down-pool            | up-pool                                           |
 |------------------|----------------------|---------------------------------------------------|
@@ -19,15 +19,16 @@ Named variants (``VARIANTS``; also what the segmentation suite runs by default):
 | max_unpool_blur  | max:up=unpool_blur   | MaxUnpool + 3x3 binomial blur                     |
 | lift             | lift:bands=LL        | LiftUpPool: decoder feature as LL + recorded LH/HL/HH, same P/U |
 | bilinear         | max                  | bilinear x2 upsampling (extra baseline)           |
+| adapool          | adapool              | adaUnPool: the decoder feature split over each window by the recorded eDSCW/eM weights |
 
 ``resolve_variant(spec)`` maps a pool spec to a variant with one rule: ``max`` (any options) ->
 max_unpool or max_unpool_blur by its ``up`` option; ``lift`` -> lift with ``bands=LL`` added
 unless the spec names bands (any bands value stays invertible: with a sum, LL = y' - details;
 with ``concat`` the decoder feature carries 4C channels); any other invertible pool -> its own
 up-pool (variant named like the pool: ``aps`` puts the decoder feature back at the phase its
-encoder pool kept, ``lps`` with LPU likewise); a non-invertible pool -> ``bilinear_<name>`` (bilinear
-upsampling of that pool's output, e.g. ``bilinear_avg``; such names are accepted back, as is
-``bilinear_<spec>``); the word ``bilinear`` -> max + bilinear.
+encoder pool kept, ``lps`` with LPU likewise, ``adapool`` with adaUnPool); a non-invertible pool
+-> ``bilinear_<name>`` (bilinear upsampling of that pool's output, e.g. ``bilinear_avg``; such
+names are accepted back, as is ``bilinear_<spec>``); the word ``bilinear`` -> max + bilinear.
 
 Inputs whose sides are not multiples of 2**stages are replicate-padded up to one and the logits
 cropped back, so every variant handles any size >= 1 with the same rule.
@@ -90,6 +91,7 @@ VARIANTS: dict[str, Variant] = {
     "max_unpool_blur": Variant("max_unpool_blur", "max:up=unpool_blur", "paired"),
     "lift": Variant("lift", "lift:bands=LL", "paired"),
     "bilinear": Variant("bilinear", "max", "bilinear"),
+    "adapool": Variant("adapool", "adapool", "paired"),
 }
 
 

@@ -38,6 +38,7 @@ from .lift_ops import PADDING_MODES, LiftingBranch, distance, interleave, split
 
 BANDS_2D = ("LL", "LH", "HL", "HH")
 BANDS_1D = ("L", "H")
+MAX_KERNEL = 64   # the widest lifting kernel accepted (kernel_size)
 
 PAPER = Paper(
     "J. Zhao, C. G. M. Snoek",
@@ -105,10 +106,12 @@ class _LiftPoolBase(InvertiblePool):
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise PoolOptionError(f"channels must be a positive integer, got {channels!r}")
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        # at most MAX_KERNEL taps: wider than the largest map a backbone pools (112 px at 224 px
+        # input, split into halves of 56) it only convolves padding, and 10^5 taps allocate GBs
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or not 1 <= kernel_size <= MAX_KERNEL:
             raise PoolOptionError(
-                f"option kernel_size={kernel_size!r} is not accepted; choose a positive integer "
-                "(the paper uses 2, 3, 4, 5 or 7; default 5)")
+                f"option kernel_size={kernel_size!r} is not accepted; choose a positive integer up to "
+                f"{MAX_KERNEL} (the paper uses 2, 3, 4, 5 or 7; default 5)")
         self.channels = channels
         self.kernel_size = kernel_size
         self.g1 = _check_groups("g1", g1, channels)

@@ -1,7 +1,9 @@
-"""``build_report``: results folder -> ``<out>/report.md``, PNG figures and ``results.csv``."""
+"""``build_report``: result stores -> ``<out>/report.md``, ``report.html``, PNG figures, ``results.csv``
+and ``results.json``."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -9,12 +11,15 @@ from tabulate import tabulate
 
 from ..errors import UsageError
 from ..registry import canonical_spec
-from ..store import ROW_COLUMNS, ResultStore, load_results
+from ..store import ROW_COLUMNS
 from ..suites.base import ALEXNET, DEFAULT_REFERENCE
 from ..suites.intervals import METHOD_NOTE
 from . import illustrations, plots
 from .markdown import Document, code_span
+from .page import write_page
+from .publish import publish, staging
 from .sections import RENDERERS, ReportContext, generic_section, suite_order, title_of
+from .stores import load_stores
 
 NORMALISED_SUITES = ("robustness", "perturbation")
 ENVIRONMENT = (("torch", "torch_version"), ("poolbench", "poolbench_version"),
@@ -24,44 +29,56 @@ ENVIRONMENT = (("torch", "torch_version"), ("poolbench", "poolbench_version"),
 SORT_FIRST = ("suite", "model", "dataset", "pool", "seed", "metric")
 
 
-def build_report(results: str, out: str, *, title: str | None = None,
+def build_report(results: str | Sequence[str], out: str, *, title: str | None = None,
                  reference: str | None = None, illustrations: bool = True) -> Path:
-    """Write ``report.md``, ``fig-*.png`` and ``results.csv`` into ``out`` from the rows under
-    ``results``; returns the path of report.md.
+    """Write ``report.md``, ``report.html``, ``fig-*.png``, ``results.csv`` and
+    ``results.json`` into ``out`` from the rows under ``results`` (one store, or several merged
+    by cell hash: ``report.stores``); returns the path of report.md.
 
     ``reference``: the pool that normalises CE/mCE and FR/mFR (default: the reference the
     latest run of that suite recorded in its rows); it is marked with a dagger in the tables. ``illustrations``: also draw the LiftPool sub-band and
     up-pooling reconstruction figures (computed at report time, not from the results).
-    Raises UsageError when ``results`` is missing or holds no rows. The same rows give
-    byte-identical files.
+    The report is built in a temporary folder and moved into place (``report.publish``): an
+    interrupted build leaves the previous report intact, and only files an earlier report wrote
+    are ever removed from ``out``.
+    Raises UsageError when a store is missing, holds no rows, or two stores disagree on a
+    cell. The same rows give byte-identical files.
     """
-    results_path = Path(results)
-    if not results_path.is_dir():
-        raise UsageError(f"no results folder at {results}; run a suite first "
-                         "(e.g. `poolbench run accuracy`) or pass --results DIR")
-    frame = load_results(results_path)
+    paths = [results] if isinstance(results, (str, Path)) else [str(r) for r in results]
+    if not paths:
+        raise UsageError("no result store given; pass --results DIR (repeat it to merge stores)")
+    frame, store = load_stores([str(p) for p in paths])
+    where = ", ".join(map(str, paths))
     if frame.empty:
-        raise UsageError(f"no result rows under {results}; run a suite first "
-                         f"(e.g. `poolbench run accuracy --results {results}`)")
+        raise UsageError(f"no result rows under {where}; run a suite first "
+                         f"(e.g. `poolbench run accuracy --results {paths[0]}`)")
     frame = sort_rows(frame)
     out_path = Path(out)
-    out_path.mkdir(parents=True, exist_ok=True)
-    for old in sorted(out_path.glob("fig-*.png")):    # figures of an earlier build
-        old.unlink()
+    with staging(out_path) as tmp:
+        _build(frame, store, paths, tmp, title=title or f"poolbench report: {Path(paths[0]).name or paths[0]}"
+               + (f" and {len(paths) - 1} more stores" if len(paths) > 1 and not title else ""),
+               reference=reference, illustrations=illustrations)
+        publish(tmp, out_path)
+    return out_path / "report.md"
 
-    commands = read_commands(results_path)
+
+def _build(frame: pd.DataFrame, store, paths: list, out_path: Path, *, title: str,
+           reference: str | None, illustrations: bool) -> None:
+    commands = list(dict.fromkeys(line for p in paths for line in read_commands(Path(p))))
     refs = {s: _canonical(reference or recorded_reference(frame, s)) for s in NORMALISED_SUITES}
     refs["efficiency"] = recorded_reference(frame, "efficiency", "baseline")
     errors = frame["error"].fillna("").astype(str) != ""
     good = frame[~errors]      # (metric "error" is also robustness's error per corruption)
-    ctx = ReportContext(rows=good, out=out_path, references=refs, store=ResultStore(results_path),
+    ctx = ReportContext(rows=good, out=out_path, references=refs, store=store,
                         baseline=refs["robustness"] if refs["robustness"] != "alexnet" else DEFAULT_REFERENCE,
-                        styles=plots.pool_styles(frame["pool"].dropna().astype(str)))
+                        styles=plots.pool_styles(frame["pool"].dropna().astype(str)),
+                        recipes=_recipes(good, store))
 
     doc = Document()
-    doc.heading(title or f"poolbench report: {results_path.name or results}", 1)
+    where = ", ".join(code_span(p) for p in paths)
+    doc.heading(title, 1)
     doc.para(f"Built by poolbench's report builder from the {len(frame)} result rows under "
-             f"{code_span(results)}; every row is in `results.csv` (tidy: one measured value per row).")
+             f"{where}; every row is in `results.csv` and `results.json` (tidy: one measured value per row).")
     _overview(doc, frame, good)
     _certainty_header(doc, good)
     _environment(doc, frame)
@@ -71,27 +88,38 @@ def build_report(results: str, out: str, *, title: str | None = None,
     present = [s for s in order if (good["suite"] == s).any()]
     others = sorted(set(good["suite"].dropna().astype(str)) - set(order))
     for name in order + others:
+        doc.within(suite=name, rows=good[good["suite"] == name])
         doc.heading(title_of(name), 2)
         if name not in present and name not in others:
             if (frame["suite"] == name).any():
                 doc.note(f"Every {name} cell failed: see Failed cells below.")
                 continue
             doc.note(f"No {name} results in this folder: section skipped "
-                     f"(run `poolbench run {name} --results {results}` to add it).")
+                     f"(run `poolbench run {name} --results {paths[0]}` to add it).")
             continue
         if name in RENDERERS:
             RENDERERS[name](doc, ctx)
         else:
             generic_section(doc, ctx, name)
 
+    doc.within(suite="")
     if illustrations:
         _illustrations(doc, ctx)
     _failures(doc, frame[errors])
 
     write_csv(frame, out_path / "results.csv")
-    path = out_path / "report.md"
-    path.write_text(doc.render())
-    return path
+    write_json(frame, out_path / "results.json")
+    (out_path / "report.md").write_text(doc.render())
+    write_page(doc, out_path, title=title, links={"results.csv": "results.csv",
+                                                  "results.json": "results.json",
+                                                  "report.md": "report.md"})
+
+
+def _recipes(rows: pd.DataFrame, store) -> dict[str, dict]:
+    """{config hash: training recipe} of every cell: the tables and learning curves keep
+    different recipes apart (``context.groups``, ``sections.learning_curves``)."""
+    pairs = sorted(set(zip(rows["suite"].astype(str), rows["config_hash"].astype(str))))
+    return {chash: store.recipe(suite, chash) for suite, chash in pairs}
 
 
 # --- rows -----------------------------------------------------------------------------------
@@ -120,6 +148,14 @@ def _sort_key(series: pd.Series) -> pd.Series:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_csv(path, index=False, lineterminator="\n")
+    return path
+
+
+def write_json(frame: pd.DataFrame, path: Path) -> Path:
+    """The rows as a JSON list of objects, one a line, in ``results.csv``'s order (missing
+    values as null)."""
+    lines = frame.to_json(orient="records", lines=True, double_precision=15).splitlines()
+    path.write_text("[\n" + ",\n".join(lines) + "\n]\n")
     return path
 
 

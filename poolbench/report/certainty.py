@@ -13,6 +13,7 @@ import pandas as pd
 from ..suites.intervals import INTERVAL_SUFFIXES, METHOD_NOTE, compact
 from . import plots
 from .markdown import Document
+from .meta import provenance
 from .tables import mark_reference, to_markdown
 
 
@@ -41,7 +42,8 @@ def certainty(doc: Document, ctx, table: pd.DataFrame, name: str, reference: str
     shown = compact(table[keep])
     shown.index = [mark_reference(p, reference) for p in shown.index]
     doc.para("How sure (95% intervals):")
-    doc.table(to_markdown(shown, how=None), METHOD_NOTE + ".")
+    doc.table(to_markdown(shown, how=None), METHOD_NOTE + ".",
+              {"pools_in": "rows", "provenance": provenance(doc.scope.get("rows"), [str(p) for p in table.index])})
     deltas = [h for h in heads if (f"Δ {h} lo" in table.columns or f"Δ {h} seeds lo" in table.columns)
               and table[f"Δ {h}"].notna().any()]
     if deltas and reference is not None:

@@ -2,6 +2,7 @@
 and rendering a wide table with its legend."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..canonical import canonical_json, digest
 from ..store import ROW_COLUMNS
 from ..suites import get_suite
 from .certainty import values_only
 from .markdown import Document, code_span
+from .meta import table_meta
 from .tables import REFERENCE_MARK, sort_pools, to_markdown
 
 
@@ -26,6 +29,7 @@ class ReportContext:
     styles: dict = field(default_factory=dict)
     figures: list[str] = field(default_factory=list)
     store: Any = None                  # the ResultStore: per-image predictions for the intervals
+    recipes: dict = field(default_factory=dict)   # config hash -> the cell's recipe without its seed
 
     def suite(self, name: str) -> pd.DataFrame:
         """The rows of one suite, without the protocol columns only other suites use."""
@@ -47,17 +51,40 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
 
 
-def groups(frame: pd.DataFrame) -> list[tuple[str | None, str, pd.DataFrame]]:
-    """[(heading or None when there is one group, file-name suffix, rows)] per (model, dataset)."""
+def groups(frame: pd.DataFrame, recipes: dict | None = None) -> list[tuple[str | None, str, pd.DataFrame]]:
+    """[(heading or None when there is one group, file-name suffix, rows)] per (model, dataset)
+    and, where a pool there was trained with several recipes (``recipes``: config hash -> the
+    cell's training recipe without its seed), per recipe, headed by what differs: a table
+    never averages the results of different recipes as if they were seeds."""
     keys = frame[["model", "dataset"]].astype(str)
-    pairs = sorted(set(map(tuple, keys.to_numpy())))
-    if len(pairs) <= 1:
-        return [(None, "", frame)]
-    out = []
-    for model, dataset in pairs:
+    recipe = pd.Series([canonical_json(_shared(recipes.get(str(h), {}))) if recipes else "{}"
+                        for h in frame["config_hash"]], index=frame.index)
+    out, split = [], False
+    for model, dataset in sorted(set(map(tuple, keys.to_numpy()))):
         mask = (keys["model"] == model) & (keys["dataset"] == dataset)
-        out.append((f"{model} on {dataset}", f"-{slug(model)}-{slug(dataset)}", frame[mask]))
+        label, suffix = f"{model} on {dataset}", f"-{slug(model)}-{slug(dataset)}"
+        per_pool = recipe[mask].groupby(frame.loc[mask, "pool"].astype(str)).nunique()
+        if (per_pool <= 1).all():
+            out.append((label, suffix, frame[mask]))
+            continue
+        split, kinds = True, sorted(recipe[mask].unique())
+        for kind, text in zip(kinds, recipe_differences([json.loads(k) for k in kinds])):
+            out.append((f"{label}, {text}", f"{suffix}-{digest(kind, 8)}", frame[mask & (recipe == kind)]))
+    if len(out) == 1 and not split:
+        return [(None, "", frame)]
     return out
+
+
+def _shared(recipe: dict) -> dict:
+    """A recipe without what differs between the pools of one table by design."""
+    return {k: v for k, v in recipe.items() if k not in ("pool", "model", "dataset")}
+
+
+def recipe_differences(recipes: list[dict]) -> list[str]:
+    """For each recipe, ``key=value`` of the keys whose values differ among ``recipes``."""
+    keys = sorted({k for r in recipes for k in r})
+    differ = [k for k in keys if len({canonical_json(r.get(k)) for r in recipes}) > 1]
+    return [", ".join(f"{k}={r.get(k)}" for k in differ) or "same recipe" for r in recipes]
 
 
 def ints_text(values) -> str:
@@ -115,7 +142,7 @@ def render(doc: Document, table: pd.DataFrame, reference: str | None, *, what: s
            along: str = "columns", index_name: str = "pool", how: str | None = "auto") -> None:
     if table.empty:
         return
-    table = values_only(table)  # the intervals get a table of their own (report.certainty)
+    full, table = table, values_only(table)  # the intervals get a table of their own (report.certainty)
     empty = [c for c in table.columns if pd.to_numeric(table[c], errors="coerce").isna().all()]
     if along == "columns" and empty and len(empty) < len(table.columns):
         table = table.drop(columns=empty)
@@ -123,7 +150,7 @@ def render(doc: Document, table: pd.DataFrame, reference: str | None, *, what: s
     if along == "columns" and empty:
         note += (" Left out, undefined for every pool: " + ", ".join(map(str, empty)) + ".")
     doc.table(to_markdown(table, reference=reference, along=along, index_name=index_name, how=how),
-              note)
+              note, table_meta(full, table, doc.scope, reference, along=along, index_name=index_name))
 
 
 def count_of(frame: pd.DataFrame, column: str, noun: str) -> str:

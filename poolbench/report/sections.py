@@ -5,12 +5,14 @@ views where the suite module exists, and is skipped with a note when its suite h
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from .. import metrics
+from ..canonical import canonical_json
 from ..errors import UsageError
 from ..suites import get_suite, list_suites
 from ..suites.base import with_reference
@@ -25,6 +27,7 @@ from .context import (
     groups,
     ints_text,
     ordered,
+    recipe_differences,
     render,
     suite_table,
 )
@@ -53,32 +56,55 @@ SEGMENTATION_ORDER = ("max_unpool", "max_unpool_blur", "lift", "bilinear", "bili
 
 def accuracy_section(doc: Document, ctx: ReportContext) -> None:
     rows = ctx.suite("accuracy")
-    for label, suffix, sub in groups(rows):
+    for label, suffix, sub in groups(rows, ctx.recipes):
         if label:
             doc.heading(label, 3)
+        doc.within(sub)
         n = sub.loc[sub["metric"] == "top1_error", "n"]
         doc.para(describe(sub) + (f" Errors on {ints_text(n)} test images." if len(n.dropna()) else ""))
         table = ordered(suite_table("accuracy", sub, store=ctx.store))
         render(doc, table, ctx.baseline, what="baseline")
         certainty(doc, ctx, table, f"accuracy{suffix}", ctx.baseline if ctx.baseline in table.index else None)
-        curves = _curves(sub)
+        curves, styles = learning_curves(sub, ctx.recipes, ctx.styles)
         if curves:
             ctx.figure(doc, f"learning-curves{suffix}", lambda p: plots.learning_curves(
-                curves, ctx.styles, p, title=label or ""), "learning curves",
-                "Per epoch and pool (mean over seeds): training loss, test error, learning rate and "
-                "every auxiliary loss term; a diverging or under-trained operator shows here.")
+                curves, styles, p, title=label or ""), "learning curves",
+                "Per epoch and pool (mean over the seeds of one training recipe; a pool trained "
+                "with several recipes has one line per recipe, labelled by what differs): "
+                "training loss, test error, learning rate and every auxiliary loss term; a "
+                "diverging or under-trained operator shows here.")
 
 
-def _curves(frame: pd.DataFrame) -> dict:
-    """{metric: {pool: (epochs, mean values over seeds)}} of the learning-curve rows."""
+def learning_curves(frame: pd.DataFrame, recipes: dict, styles: dict) -> tuple[dict, dict]:
+    """({metric: {line: (epochs, mean values over seeds)}}, {line: style}) of the learning-curve
+    rows: one line per pool and training recipe (``recipes``: config hash -> the cell's recipe
+    without its seed), so that curves of different recipes are never averaged together; a pool
+    with several recipes gets lines named ``pool (what differs)`` in its colour."""
     if "epoch" not in frame.columns:
-        return {}
-    rows = frame[frame["metric"].astype(str).str.startswith("curve_") & frame["epoch"].notna()]
+        return {}, {}
+    rows = frame[frame["metric"].astype(str).str.startswith("curve_") & frame["epoch"].notna()].copy()
+    if rows.empty:
+        return {}, {}
+    rows["recipe"] = [canonical_json(recipes.get(str(h), {})) for h in rows["config_hash"]]
+    names = {}
+    for pool, g in rows.groupby("pool", sort=True):
+        keys = sorted(g["recipe"].unique())
+        differ = recipe_differences([json.loads(k) for k in keys])
+        for key, text in zip(keys, differ):
+            names[(pool, key)] = f"{pool} ({text})" if len(keys) > 1 else str(pool)
     out: dict = {}
-    for (metric, pool), g in rows.groupby(["metric", "pool"], sort=True):
+    for (metric, pool, key), g in rows.groupby(["metric", "pool", "recipe"], sort=True):
         mean = g.groupby("epoch")["value"].mean().sort_index()
-        out.setdefault(metric, {})[pool] = (list(mean.index.astype(int)), list(mean.to_numpy(float)))
-    return out
+        out.setdefault(metric, {})[names[(pool, key)]] = (list(mean.index.astype(int)),
+                                                         list(mean.to_numpy(float)))
+    lines, seen = {}, {}
+    for (pool, _), name in sorted(names.items()):
+        base = styles.get(str(pool), {"color": "black", "marker": "o"})
+        k = seen.setdefault(pool, 0)
+        seen[pool] = k + 1
+        lines[name] = {"color": base["color"],
+                       "marker": base["marker"] if k == 0 else plots.MARKERS[(k * 3) % len(plots.MARKERS)]}
+    return out, lines
 
 
 # --- shift --------------------------------------------------------------------------------
@@ -86,9 +112,10 @@ def _curves(frame: pd.DataFrame) -> dict:
 def shift_section(doc: Document, ctx: ReportContext) -> None:
     rows = ctx.suite("shift")
     accuracy = ctx.suite("accuracy")
-    for label, suffix, sub in groups(rows):
+    for label, suffix, sub in groups(rows, ctx.recipes):
         if label:
             doc.heading(label, 3)
+        doc.within(sub)
         doc.para(describe(sub) + " " + _shift_protocol(sub))
         table = ordered(suite_table("shift", sub, store=ctx.store))
         render(doc, table, ctx.baseline, what="baseline")
@@ -259,9 +286,10 @@ def _by_reference(doc: Document, ctx: ReportContext, name: str):
     """Each group of the suite's rows, under its heading: (label, figure suffix, the rows, the
     rows normalised by the report's reference pool, that pool)."""
     ref = ctx.references[name]
-    for label, suffix, raw in groups(ctx.suite(name)):
+    for label, suffix, raw in groups(ctx.suite(name), ctx.recipes):
         if label:
             doc.heading(label, 3)
+        doc.within(raw)
         yield label, suffix, raw, with_reference(raw, ref), ref
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import pandas as pd
+import torch
 
 from ..config import TrainConfig
 from ..errors import UsageError
@@ -128,9 +129,29 @@ def pool_columns(pool: str) -> dict:
     }
 
 
+# the precision of a recipe's training (TrainConfig.amp), as the rows' dtype column
+AMP_DTYPES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 def train_columns(cfg: TrainConfig) -> dict:
     return {**pool_columns(cfg.pool), "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
-            "dtype": "float32", "memory_format": "channels_last"}
+            "dtype": AMP_DTYPES[cfg.amp], "memory_format": "channels_last"}
+
+
+def trained_with(info: dict, eval_device: str) -> dict:
+    """The columns that say how a trained model's values were made, from its checkpoint's info
+    (``training.cache``): the thread count and device of its training (None for a model cached
+    before they were recorded: unknown, never this process's) and the implementations that ran
+    in it; and, as eval_*, where this evaluation ran."""
+    return {"threads": info.get("threads"), "device": info.get("device"),
+            "eval_threads": torch.get_num_threads(), "eval_device": eval_device,
+            **columns(_ran_in_training(info), prefix="train_")}
+
+
+def _ran_in_training(info: dict) -> dict:
+    """The implementations that ran in a training, which may have run in another process: from
+    the checkpoint's info (models cached before the hook was generic say only "lift_impl")."""
+    return info.get("implementations") or ({"lift": info["lift_impl"]} if info.get("lift_impl") else {})
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,10 +171,7 @@ def training_rows(base: dict, result) -> list[dict]:
     """What a trained model cost: learnable parameters, training time and throughput, and the
     final value of every auxiliary loss term (``train.TrainResult``)."""
     info = result.info
-    # the training may have run in another process: what ran is in the checkpoint's info
-    # (models cached before the hook was generic say only "lift_impl")
-    ran = info.get("implementations") or ({"lift": info["lift_impl"]} if info.get("lift_impl") else {})
-    base = {**base, **columns(ran, prefix="train_")}
+    base = {**base, **columns(_ran_in_training(info), prefix="train_")}
     rows = [
         make_row(base, "params", count_parameters(result.model)[0], "count"),
         make_row(base, "train_time", info.get("train_time_s"), "s"),
@@ -209,7 +227,7 @@ class TrainedSuite(Suite):
         cfg = train_config_of(cell)
         bundle = bundle_for(cfg, ctx.data_root)
         return cfg, bundle, get_trained_model(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell),
-                                              settings=ctx.train)
+                                              settings=ctx.train, strict=bool(ctx.extra.get("strict")))
 
     def run_cell(self, cell: dict, ctx) -> Measured | list[dict]:
         cfg, bundle, result = self.trained(cell, ctx)
@@ -223,6 +241,9 @@ class TrainedSuite(Suite):
             # every row of the cell shares (the view options included)
             rows += [r for r in curve_rows(shared_columns(rows), result.info.get("history") or [])
                      if r["metric"] == "curve_test_error"]
+        provenance = trained_with(result.info, ctx.device)
+        for row in rows:  # every value of this cell comes from the model as it was trained
+            row.update(provenance)
         return measured
 
     @abc.abstractmethod
@@ -241,7 +262,7 @@ DEFAULT_REFERENCE = "max"
 
 # columns that say how or when a value was measured, not which measurement it is
 _NOT_IDENTITY = frozenset({"value", "unit", "n", "time", "error", "config_hash", "reference", "device",
-                           "threads", "world_size", "host", "torch_version", "poolbench_version",
+                           "threads", "eval_device", "eval_threads", "world_size", "host", "torch_version", "poolbench_version",
                            "git_commit"})
 
 

@@ -6,6 +6,10 @@ quick recipe was chosen with (docs/measurements.md, "The quick recipe"): the las
 the learning curve (``curve_test_error``, one per epoch) within ``PLATEAU_POINTS`` points of
 test error. A curve that rises at the end (noise, or over-fitting) counts as a plateau: more
 epochs would not help it.
+
+The last-epoch fall is a flag, not the verdict: under a cosine schedule the error falls most as
+the learning rate reaches zero, whether or not a longer schedule would end lower. The verdict is
+``poolbench check plateau`` (``tools.check_plateau``), which trains the same recipe twice as long.
 """
 from __future__ import annotations
 
@@ -48,4 +52,5 @@ def plateau_note(rows: Iterable[dict], points: float = PLATEAU_POINTS) -> str | 
                       for pool, runs in late.items())
     return (f"still learning when training ended (test error fell more than {points:g} point over "
             f"the last epoch): {named}. Its numbers measure the recipe as much as the pool: "
-            "train longer (--epochs) before ranking it")
+            f"`poolbench check plateau{''.join(f' --pool {pool}' for pool in late)}` trains the same "
+            "recipe with twice the --epochs and says whether that changes it")

@@ -39,10 +39,12 @@ from . import register_suite
 from .base import (
     ALEXNET,
     TrainedSuite,
+    bundle_for,
     expand_names,
     generator_options,
     headline_table,
     train_columns,
+    train_config_of,
     with_item_columns,
     with_reference,
 )
@@ -237,8 +239,18 @@ class RobustnessSuite(TrainedSuite):
         return Measured(rows, preds)
 
     def notes(self, options) -> list[str]:
-        over = f"unnorm. mCE: mean error over {UNNORMALIZED_OVER[options.unnormalized_over]}"
-        return [METHOD_NOTE, over] + ([] if options.corruption_data else [HARSHNESS_NOTE])
+        return [METHOD_NOTE, unnormalized_note(options.corruptions, options.unnormalized_over)] + (
+            [] if options.corruption_data else [HARSHNESS_NOTE])
+
+    def run_cell(self, cell: dict, ctx):
+        # before training: a subset larger than the test set would be clamped while the cell
+        # (and every row) said the larger number
+        if cell.get("subset") and not str(cell.get("corruption_source")).startswith("imagenet-c"):
+            available = len(bundle_for(train_config_of(cell), ctx.data_root).test)
+            if cell["subset"] > available:
+                raise UsageError(f"--subset {cell['subset']} is larger than the test set ({available} "
+                                 f"images); pass --subset {available} or less (0: all)")
+        return super().run_cell(cell, ctx)
 
     # --- derived metrics (a view over stored rows; never stored) ------------------------------
 
@@ -285,8 +297,12 @@ class RobustnessSuite(TrainedSuite):
                     rows.append({**info, "metric": "CE", "corruption": c,
                                  "value": _undefined_as_nan(lambda: 100 * metrics.corruption_error(mine[c], theirs[c]))})
                 rows.append({**info, "metric": "mCE", "value": _undefined_as_nan(lambda: metrics.mce(mine, theirs, common))})
-                rows.append({**info, "metric": "relative_mCE", "value": _undefined_as_nan(
-                    lambda: metrics.relative_mce(mine, clean, theirs, ref_clean, common))})
+                relative = _undefined_as_nan(lambda: metrics.relative_mce(mine, clean, theirs, ref_clean, common))
+                if np.isnan(relative):  # say why the cell is blank
+                    flat = [c for c in common if sum(v - ref_clean for v in theirs[c]) == 0]
+                    notes.append(f"{pool}: rel. mCE blank: the reference {ref_name} loses no accuracy "
+                                 f"under {', '.join(flat) or 'a corruption'} (relative CE divides by that loss)")
+                rows.append({**info, "metric": "relative_mCE", "value": relative})
                 rows.append({**info, "metric": "unnormalized_mCE", "value": metrics.unnormalized_mce(mine, over)})
                 rows.append({**info, "metric": "clean_error", "value": clean})
         out = pd.DataFrame(rows)
@@ -348,6 +364,23 @@ class RobustnessSuite(TrainedSuite):
         boot = CorruptionMetrics(values, reference, over) if values else None
         return add_metric_intervals(summary, derived, self.COLUMNS, boot, values,
                                     None if reference == ALEXNET else reference, ("clean_error", "mCE"))
+
+
+def unnormalized_note(corruptions, over: str) -> str:
+    """What the unnormalised mCE averages, for the corruptions this run evaluates (the mean is
+    over the benchmark corruptions evaluated, or every one evaluated when none is)."""
+    evaluated = list(corruptions)
+    bench = [c for c in evaluated if c in metrics.BENCHMARK_CORRUPTIONS]
+    if over == "all":
+        if len(evaluated) == len(metrics.ALL_CORRUPTIONS):
+            return f"unnorm. mCE: mean error over {UNNORMALIZED_OVER['all']}"
+        return (f"unnorm. mCE: mean error over all {len(evaluated)} corruptions evaluated "
+                f"({', '.join(evaluated)}); the official script's mean is over all 19")
+    if len(bench) == len(metrics.BENCHMARK_CORRUPTIONS):
+        return f"unnorm. mCE: mean error over {UNNORMALIZED_OVER['benchmark']}"
+    names, kind = (bench, "benchmark ") if bench else (evaluated, "")
+    return (f"unnorm. mCE: mean error over the {len(names)} {kind}corruption{'s' if len(names) != 1 else ''} "
+            f"evaluated ({', '.join(names)}), not the {len(metrics.BENCHMARK_CORRUPTIONS)} of the benchmark")
 
 
 def _undefined_as_nan(compute) -> float:

@@ -3,7 +3,7 @@ the click groups ``bench`` and ``check``, which the top-level CLI adds; each sub
 live in its own module."""
 import click
 
-from . import bench_corrupt, bench_lift, check_corrupt
+from . import bench_corrupt, bench_lift, check_corrupt, check_plateau
 from ._command import CONTEXT
 
 
@@ -14,11 +14,12 @@ def bench():
 
 @click.group("check", context_settings=CONTEXT)
 def check():
-    """Checks of the benchmark's own machinery on a trained model."""
+    """Checks of the benchmark's own machinery and of its recipe, on trained models."""
 
 
 bench.add_command(bench_lift.command)
 bench.add_command(bench_corrupt.command)
 check.add_command(check_corrupt.command)
+check.add_command(check_plateau.command)
 
 __all__ = ["bench", "check"]

@@ -190,7 +190,7 @@ def test_load_cifar_c_errors(tmp_path):
     clean = _write_cifar_c(tmp_path)
     with pytest.raises(UsageError, match=r"frost\.npy is missing"):
         K.load_cifar_c(tmp_path, ["frost"], num_test=5)
-    with pytest.raises(UsageError, match="num_test"):
+    with pytest.raises(UsageError, match="the 10000 images of the clean test set"):
         K.load_cifar_c(tmp_path, ["fog"], num_test=10000)
     np.save(tmp_path / "snow.npy", np.zeros((25, 32, 32, 3), np.float32))
     with pytest.raises(UsageError, match="dtype float32"):

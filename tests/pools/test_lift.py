@@ -569,8 +569,10 @@ def test_auxiliary_loss_backward_updates_branches():
 
 # --- the operator contract ----------------------------------------------------------------
 
-@pytest.mark.parametrize("spec", ["lift", "lift:impl=reference", "lift:bands=LL,kernel_size=3",
-                                  "lift:g1=1,padding_mode=zeros", "lift:loss=l2,bias=true"])
+# the variants run the whole kit (about 1 s each): slow, so that the fast suite keeps its minute
+@pytest.mark.parametrize("spec", ["lift"] + [pytest.param(s, marks=pytest.mark.slow) for s in (
+    "lift:impl=reference", "lift:bands=LL,kernel_size=3", "lift:g1=1,padding_mode=zeros",
+    "lift:loss=l2,bias=true")])
 def test_contract_kit(spec):
     check_pool(spec)
 

@@ -16,7 +16,7 @@ import torch
 from helpers import OPTION_GRID
 from helpers import option_ids as _ids
 from poolbench import auxiliary_loss, get_pool, implementations
-from poolbench.pools import lift_fast, lift_native
+from poolbench.pools import lift_native
 from poolbench.pools.lift import LiftDownPool1d
 
 # the kernel is built by the first test that asks for it (the native_kernel fixture in
@@ -234,6 +234,7 @@ def test_failed_build_falls_back_and_names_the_compiler_error(monkeypatch, tmp_p
     assert not list((tmp_path / "kernels").glob("*.so"))      # no half-written library left
 
 
+@pytest.mark.slow  # runs the C compiler twice
 @needs_kernel
 def test_build_is_cached_by_source_flags_and_compiler(monkeypatch, tmp_path):
     monkeypatch.setenv("POOLBENCH_CACHE", str(tmp_path))

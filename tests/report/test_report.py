@@ -5,6 +5,7 @@ Rows are hand-made and written through ResultStore, so the best pool of every co
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 
 import pandas as pd
@@ -220,6 +221,10 @@ def test_results_csv_holds_every_row(built):
     frame = pd.read_csv(built["a"] / "results.csv")
     assert len(frame) == built["rows"]
     assert list(frame.columns[:3]) == ["suite", "pool", "pool_options"]
+    records = json.loads((built["a"] / "results.json").read_text())     # the same rows, in order
+    assert [(r["suite"], r["pool"], r["metric"], r.get("value")) for r in records] == \
+        [(s, p, m, None if pd.isna(v) else v) for s, p, m, v in
+         frame[["suite", "pool", "metric", "value"]].itertuples(index=False)]
 
 
 def test_two_builds_are_identical(built):

@@ -35,6 +35,7 @@ def test_only_a_fall_beyond_the_tolerance_is_still_learning():
 def test_note_names_pool_seed_and_drop_or_is_none():
     note = plateau_note(ROWS)
     assert "avg (seed 0: -1.5)" in note and "max" not in note and "--epochs" in note
+    assert "`poolbench check plateau --pool avg`" in note
     assert plateau_note(curve("max", 0, [70.0, 9.0, 8.5])) is None
     assert plateau_note(curve("max", 0, [70.0])) is None   # one point: nothing to compare
 

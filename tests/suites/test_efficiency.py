@@ -106,6 +106,17 @@ def test_elementwise_reduction_and_norm_formulas():
     assert count_flops(lambda: torch.fft.fft(z)).total == 5 * 32 * 3   # 5 n log2 n, n = 8, 4 rows
 
 
+def test_fused_attention_is_counted_by_hand():
+    # E = 4, 2 heads, B = 2, L = S = 3: q, k, v projections 2 * 6 * 4 * 12 = 576, scores and
+    # weighted values 2 * 2 * 6 * 3 * 4 = 288, softmax 5 * 2 * 6 * 3 = 180, output projection
+    # 2 * 6 * 4 * 4 = 192
+    attention = nn.MultiheadAttention(4, 2, batch_first=True).eval()
+    x = torch.randn(2, 3, 4)
+    with torch.no_grad():
+        count = count_flops(lambda: attention(x, x, x, need_weights=False))
+    assert count.unmodelled == {} and count.total == 576 + 288 + 180 + 192
+
+
 def test_relu_conv_block_sums_both_sources():
     block = nn.Sequential(nn.Conv2d(2, 4, 1, bias=False), nn.ReLU())
     count = module_flops(block, torch.randn(1, 2, 3, 3))

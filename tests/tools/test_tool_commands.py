@@ -24,6 +24,8 @@ def invoke(*args):
     (("bench", "corrupt"), ["--threads", "--sizes", "--images", "--severity", "--device", "--json"]),
     (("check", "corrupt"), ["--pool", "--preset", "--seed", "--data-seed", "--subset",
                             "--corruption-params", "--results", "--json"]),
+    (("check", "plateau"), ["--pool", "--preset", "--dataset", "--seeds", "--factor", "--points",
+                            "--results", "--json"]),
 ])
 def test_help_shows_every_option(args, options):
     result = invoke(*args, "-h")
@@ -32,7 +34,7 @@ def test_help_shows_every_option(args, options):
 
 
 def test_groups_list_their_commands():
-    assert set(bench.commands) == {"lift", "corrupt"} and set(check.commands) == {"corrupt"}
+    assert set(bench.commands) == {"lift", "corrupt"} and set(check.commands) == {"corrupt", "plateau"}
     assert "lift" in invoke("bench", "-h").output and "corrupt" in invoke("check", "-h").output
 
 

@@ -114,7 +114,8 @@ class SegmentationOptions:
     warmup_epochs: int = option(2, "SegNet linear warm-up epochs.", low=0)
     # strings of variants keep the commas of their pool specs ("max:up=unpool_blur,blur_size=5")
     variants: str | tuple[str, ...] | None = option(
-        None, "max_unpool,max_unpool_blur,lift,bilinear or 'all' (default: all four, or those of --pool).")
+        None, "max_unpool,max_unpool_blur,lift,bilinear,adapool (or any invertible pool) or 'all' "
+              "(the first four; default: all four, or those of --pool).")
     dataset: str | None = option(None, "Segmentation data (default: the twin of the run's dataset, "
                                  "shapes -> shapes-seg).")
     widths: tuple[int, ...] | str = option(DEFAULT_WIDTHS, "SegNet encoder widths.")
