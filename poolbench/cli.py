@@ -304,12 +304,14 @@ cli.add_command(StatusCommands(
 @click.option("--title", default=None, help="Report title.")
 @click.option("--reference", default=None, help="Reference pool for CE/FR (default: the one the runs used).")
 @click.option("--no-illustrations", is_flag=True, help="Skip the LiftPool sub-band and up-pooling figures.")
+@click.option("--strict", is_flag=True, help="Refuse to build when a stored cell fails verification "
+              "(default: leave it out with a warning line).")
 @plugin_option
-def report_cmd(results, out, title, reference, no_illustrations):
+def report_cmd(results, out, title, reference, no_illustrations, strict):
     """Write report.md, report.html (one self-contained page: sortable, filterable tables), PNG
     plots, results.csv and results.json from whatever suites are in the stores."""
     path = build_report(list(results) or [env_default("results", "results")], out, title=title,
-                        reference=reference, illustrations=not no_illustrations)
+                        reference=reference, illustrations=not no_illustrations, strict=strict)
     click.echo(str(path))
 
 

@@ -24,6 +24,7 @@ from poolbench.config import TrainConfig
 from poolbench.distortions.jobs import Job, generate
 from poolbench.errors import UsageError
 from poolbench.integrity import DamagedFileWarning
+from poolbench.report import build_report
 from poolbench.store import ResultStore, config_hash, load_results
 from poolbench.training import cache
 from poolbench.training.loop import TrainResult
@@ -143,6 +144,18 @@ def test_a_report_never_shows_a_damaged_cells_rows(tmp_path, suffix, damage):
         target, store.path(SUITE, other_hash).with_suffix(f".{suffix}"))
     frame, text = damaged_once(lambda: load_results(tmp_path))
     assert str(target) in text and list(frame["pool"]) == ["max"] and list(frame["value"]) == [86.72]
+
+
+def test_report_strict_refuses_a_damaged_store_in_one_line_and_writes_nothing(tmp_path):
+    store, truth = _stored(tmp_path / "results")
+    lift = list(truth)[1]
+    hand_edit_json(store.path(SUITE, lift).with_suffix(".json"), None)
+    with pytest.raises(UsageError) as err:
+        build_report(str(tmp_path / "results"), str(tmp_path / "out"), illustrations=False, strict=True)
+    message = str(err.value)
+    assert "\n" not in message and f"{lift}.json failed verification" in message and "--strict" in message
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert store.path(SUITE, lift).exists()    # strict moves nothing aside
 
 
 def test_a_cell_written_before_digests_is_read_and_refused_only_when_strict(tmp_path):

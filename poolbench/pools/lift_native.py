@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..atomic import is_disk_full
 from ..config import cache_dir
 from .lift_ops import _pad_index
 
@@ -126,11 +127,15 @@ def library():
                     _state["lib"] = lib
                 except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                     _state["why"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    if is_disk_full(exc) or "No space left" in str(exc):
+                        _state["why"] = f"no space left in {cache_dir() / 'kernels'}"
             if _state["lib"] is None and _state["why"] != "POOLBENCH_NATIVE=0":
+                fix = ("free space there or point POOLBENCH_CACHE elsewhere"
+                       if _state["why"].startswith("no space left") else
+                       "install a C compiler or set CC")
                 warnings.warn(f"LiftPool's native CPU kernel is unavailable ({_state['why']}): "
-                              "the torch fast path runs instead (slower on CPU); install a C "
-                              "compiler or set CC, or POOLBENCH_NATIVE=0 to silence this",
-                              RuntimeWarning, stacklevel=3)
+                              f"the torch fast path runs instead (slower on CPU); {fix}, or "
+                              "POOLBENCH_NATIVE=0 to silence this", RuntimeWarning, stacklevel=3)
         return _state["lib"]
 
 

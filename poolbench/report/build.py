@@ -30,7 +30,7 @@ SORT_FIRST = ("suite", "model", "dataset", "pool", "seed", "metric")
 
 
 def build_report(results: str | Sequence[str], out: str, *, title: str | None = None,
-                 reference: str | None = None, illustrations: bool = True) -> Path:
+                 reference: str | None = None, illustrations: bool = True, strict: bool = False) -> Path:
     """Write ``report.md``, ``report.html``, ``fig-*.png``, ``results.csv`` and
     ``results.json`` into ``out`` from the rows under ``results`` (one store, or several merged
     by cell hash: ``report.stores``); returns the path of report.md.
@@ -42,12 +42,14 @@ def build_report(results: str | Sequence[str], out: str, *, title: str | None = 
     interrupted build leaves the previous report intact, and only files an earlier report wrote
     are ever removed from ``out``.
     Raises UsageError when a store is missing, holds no rows, or two stores disagree on a
-    cell. The same rows give byte-identical files.
+    cell. A cell whose files fail verification is never shown: it is left out with one warning
+    line, or, with ``strict`` (for audits), the report is refused. The same rows give
+    byte-identical files.
     """
     paths = [results] if isinstance(results, (str, Path)) else [str(r) for r in results]
     if not paths:
         raise UsageError("no result store given; pass --results DIR (repeat it to merge stores)")
-    frame, store = load_stores([str(p) for p in paths])
+    frame, store = load_stores([str(p) for p in paths], strict=strict)
     where = ", ".join(map(str, paths))
     if frame.empty:
         raise UsageError(f"no result rows under {where}; run a suite first "

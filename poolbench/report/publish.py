@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..atomic import DiskFull, is_disk_full
 from ..errors import UsageError
 
 REPORT_FILES = ("report.md", "report.html", "results.csv", "results.json")
@@ -85,5 +86,7 @@ def publish(tmp: Path, out: Path) -> None:
 
 
 def _disk_error(out: Path, exc: OSError) -> UsageError:
-    return UsageError(f"cannot write the report into {out} ({exc.strerror or exc}); free space "
-                      "or choose another --out: the previous report there is unchanged")
+    # a full disk is the machine's failure (exit 1), a folder that cannot be written the input's (2)
+    kind = DiskFull if is_disk_full(exc) else UsageError
+    return kind(f"cannot write the report into {out} ({exc.strerror or exc}); free space "
+                "or choose another --out: the previous report there is unchanged")

@@ -56,16 +56,17 @@ class MergedStore:
         return {k: v for k, v in train.items() if k != "seed"}
 
 
-def load_stores(paths: Sequence[str]) -> tuple[pd.DataFrame, MergedStore]:
+def load_stores(paths: Sequence[str], strict: bool = False) -> tuple[pd.DataFrame, MergedStore]:
     """The rows of every store in ``paths``, each cell once; with more than one store, a
     ``store`` column names where each row was read. Raises UsageError naming missing stores
-    and cells whose values differ between stores."""
+    and cells whose values differ between stores; a cell that fails verification is left out
+    with one warning line, or refused (``strict``)."""
     frames, stores = [], []
     for path in paths:
         if not Path(path).is_dir():
             raise UsageError(f"no results folder at {path}; run a suite first "
                              "(e.g. `poolbench run accuracy`) or pass --results DIR")
-        frame = load_results(path)
+        frame = load_results(path, strict=strict)
         if len(paths) > 1 and not frame.empty:
             frame["store"] = str(path)
         frames.append(frame)

@@ -4,6 +4,7 @@ losses, for every option the kernel takes; determinism across runs and thread co
 refuses; the fallbacks (no compiler, a failed build, POOLBENCH_NATIVE=0) and the build cache."""
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -212,6 +213,19 @@ def test_missing_compiler_falls_back_with_one_warning(monkeypatch, tmp_path):
         ref, fast = _pools(32)
         _assert_matches_reference(ref, fast, torch.randn(2, 32, 8, 8))   # the torch fast path
     assert "no C compiler" in lift_native.why()
+
+
+def test_full_cache_disk_names_the_space_not_the_compiler(monkeypatch, tmp_path):
+    # regression: a build that failed for lack of space said "install a C compiler"
+    _fresh_state(monkeypatch, tmp_path, CC="cc")
+    monkeypatch.setattr(lift_native.shutil, "which", lambda name: "/usr/bin/cc")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(lift_native, "_build", full)
+    with pytest.warns(RuntimeWarning, match="no space left in .*kernels.*free space") as caught:
+        assert lift_native.library() is None
+    assert "compiler" not in str(caught[0].message)
 
 
 def test_disabled_kernel_is_silent(monkeypatch, tmp_path):
