@@ -76,6 +76,45 @@ def check_channels_last(spec: str, channels: int = 4) -> None:
                                msg=lambda m: f"{spec}: channels_last output differs: {m}")
 
 
+def check_bf16_autocast(spec: str, channels: int = 4, size: tuple[int, int] = (9, 7)) -> None:
+    """Under CPU bf16 autocast, on an odd, non-square map, a float32 input and a bf16 one (as a
+    bf16 conv hands it on) give the float32 output's shape, finite values within 5% of its
+    largest magnitude, in float32 or bfloat16."""
+    with _seeded(0):
+        pool = _build(spec, channels).eval()
+        x = torch.randn(2, channels, *size)
+    with torch.no_grad():
+        ref = pool(x)
+        scale = float(ref.abs().max())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            for inp in (x, x.bfloat16()):
+                y = pool(inp)
+                assert y.shape == ref.shape, f"{spec}: bf16 autocast changed the shape to {tuple(y.shape)}"
+                assert y.dtype in (torch.float32, torch.bfloat16), f"{spec}: bf16 autocast gave {y.dtype}"
+                assert torch.isfinite(y).all(), f"{spec}: bf16 autocast gave non-finite values"
+                err = float((y.float() - ref).abs().max())
+                assert err <= 0.05 * scale, f"{spec}: bf16 autocast error {err:.3g} of {scale:.3g}"
+
+
+def check_compile(spec: str, channels: int = 4) -> None:
+    """``torch.compile`` (graph breaks allowed, a failure is not) agrees with eager mode in eval
+    and trains: a finite input gradient through the compiled module. Seconds per operator:
+    not in ``CONTRACT_CHECKS``; run it with the slow tests (``SLOW_CHECKS``)."""
+    with _seeded(0):
+        pool = _build(spec, channels).eval()
+        x = torch.randn(2, channels, 10, 6)
+    compiled = torch.compile(pool)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), pool(x), rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f"{spec}: torch.compile output differs: {m}")
+    pool.train()
+    with _seeded(3):
+        y = compiled(x.requires_grad_())
+        y.sum().backward()
+    assert y.shape == (2, channels, 5, 3), f"{spec}: compiled output shape {tuple(y.shape)}"
+    assert torch.isfinite(x.grad).all(), f"{spec}: no finite gradient through torch.compile"
+
+
 def check_eval_deterministic(spec: str, channels: int = 3) -> None:
     """Two eval-mode calls on the same input agree exactly, whatever the RNG does between."""
     with _seeded(0):
@@ -193,6 +232,7 @@ CONTRACT_CHECKS: dict[str, Callable[..., Any]] = {
     "shapes": check_shapes,
     "dtype_device": check_dtype_device,
     "channels_last": check_channels_last,
+    "bf16_autocast": check_bf16_autocast,
     "eval_deterministic": check_eval_deterministic,
     "train_seeded": check_train_seeded,
     "gradcheck": check_gradcheck,
@@ -202,6 +242,10 @@ CONTRACT_CHECKS: dict[str, Callable[..., Any]] = {
     "up_pooling": check_up_pooling,
     "backward": check_backward,
 }
+
+
+# checks that cost seconds per operator (a compilation): plugin authors run them in slow tests
+SLOW_CHECKS: dict[str, Callable[..., Any]] = {"compile": check_compile}
 
 
 def check_pool(spec: str) -> None:
