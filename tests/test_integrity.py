@@ -310,3 +310,17 @@ def test_damaged_generated_set_is_set_aside_and_generated_again(tmp_path, damage
     assert np.array_equal(sources[("snow", 1)].load(False), (256 - images.astype(np.int64)) % 256)
     aside = tmp_path / ".damaged" / "corruptions" / "fog"
     assert {p.name: p.read_bytes() for p in aside.iterdir()} == before
+
+
+def test_a_damaged_generated_set_is_refused_under_strict_and_left_in_place(tmp_path):
+    # regression: --strict reached rows and models, but a damaged set was regenerated anyway
+    images = np.random.default_rng(0).integers(0, 250, (5, 4, 4, 3), dtype=np.uint8)
+    jobs = _jobs(tmp_path)
+    generate(jobs, images, workers=0, progress=False, cache_dir=tmp_path)
+    path = jobs[0].path
+    hand_edit_array(path, None)
+    damaged = path.read_bytes()
+    with pytest.raises(UsageError) as err:
+        generate(_jobs(tmp_path), images, workers=0, progress=False, cache_dir=tmp_path, strict=True)
+    assert str(path) in str(err.value) and "--strict" in str(err.value) and "\n" not in str(err.value)
+    assert path.read_bytes() == damaged and not (tmp_path / ".damaged").exists()

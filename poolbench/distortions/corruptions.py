@@ -248,7 +248,7 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
                            workers: int | None = None, chunk_size: int = 256,
                            progress: bool = True, mp_context: str | None = None,
                            params: str = "auto", engine: str | dict = "reference",
-                           on_the_fly: bool = False, device: str = "cpu") -> CorruptedSet:
+                           on_the_fly: bool = False, device: str = "cpu", strict: bool = False) -> CorruptedSet:
     """Produce every (corruption, severity) of ``images`` once and return them lazily.
 
     ``params``: the parameter set (``auto``: from the image size); ``engine``: reference |
@@ -303,7 +303,7 @@ def generate_corrupted_set(images: np.ndarray, labels: Any = None,
             todo, images, workers=0 if kind == "torch" else workers,
             chunk_size=chunk_size, progress=progress,
             desc=f"corrupting {dataset}/{subset} ({params}, {kind})", mp_context=mp_context,
-            cache_dir=cache_dir))
+            cache_dir=cache_dir, strict=strict))
     ordered = {(c, s): sources[(c, s)] for c in names for s in sev}
     return CorruptedSet(labels, ordered, names, sev, seed=seed, source=f"{dataset}/{subset}",
                         params=params, engines=engines)

@@ -292,13 +292,14 @@ def _whole_npy(images: np.ndarray) -> str | None:
 
 def generate(jobs: Sequence[Job], images: np.ndarray, *, workers: int | None = None,
              chunk_size: int = 256, progress: bool = True, desc: str = "generating",
-             mp_context: str | None = None, cache_dir: str | os.PathLike | None = None) -> dict:
+             mp_context: str | None = None, cache_dir: str | os.PathLike | None = None,
+             strict: bool = False) -> dict:
     """key -> source of every job: its cached .npy where that exists already, else generated
     now (``run_jobs``; scratch files under ``cache_dir``); a source is a ``_Cached`` file or an
     in-memory array (jobs without a path). A cached array is verified against its manifest
-    first; one that fails is set aside and generated again."""
+    first; one that fails is set aside and generated again (``strict``: refused, in one line)."""
     root = Path(cache_dir) if cache_dir is not None else None
-    sources: dict = {j.key: _Cached(j.path) for j in jobs if j.path is not None and _intact(j.path, root)}
+    sources: dict = {j.key: _Cached(j.path) for j in jobs if j.path is not None and _intact(j.path, root, strict)}
     todo = [j for j in jobs if j.key not in sources]
     done = run_jobs(todo, images, workers=workers, chunk_size=chunk_size, progress=progress,
                     desc=desc, mp_context=mp_context,
@@ -311,7 +312,7 @@ def generate(jobs: Sequence[Job], images: np.ndarray, *, workers: int | None = N
 _VERIFIED: dict = {}   # path -> (size, mtime_ns) of the arrays this process verified already
 
 
-def _intact(path: Path, root: Path | None) -> bool:
+def _intact(path: Path, root: Path | None, strict: bool = False) -> bool:
     """Whether the cached array ``path`` exists and matches its manifest's sha256 (hashed once
     per process and file version); a damaged one is set aside (under ``root``, the cache)."""
     if not path.exists():
@@ -323,7 +324,7 @@ def _intact(path: Path, root: Path | None) -> bool:
         verify_array(path)
     except Damaged as damage:
         set_aside(damage, root if root is not None else path.parent, (path, path.with_suffix(".json")),
-                  then="it is generated again")
+                  strict=strict, then="it is generated again")
         return False
     _VERIFIED[path] = (stat.st_size, stat.st_mtime_ns)
     return True

@@ -106,7 +106,7 @@ def generate_perturbed_set(images: np.ndarray, labels: Any = None,
                            schedule: str = "auto", dataset: str = "custom", subset: str = "test",
                            workers: int | None = None, chunk_size: int = 128,
                            progress: bool = True, mp_context: str | None = None,
-                           engine: str | dict = "reference") -> PerturbedSet:
+                           engine: str | dict = "reference", strict: bool = False) -> PerturbedSet:
     """Produce every perturbation's sequences of ``images`` once and return them lazily.
 
     ``engine``: reference | torch | auto (see the module note), or a dict perturbation ->
@@ -155,7 +155,7 @@ def generate_perturbed_set(images: np.ndarray, labels: Any = None,
         sources.update(_jobs.generate(
             todo, images, workers=0 if kind == "torch" else workers, chunk_size=chunk_size,
             progress=progress, desc=f"perturbing {dataset}/{subset} ({kind})",
-            mp_context=mp_context, cache_dir=cache_dir))
+            mp_context=mp_context, cache_dir=cache_dir, strict=strict))
     ordered = {(p, schedule): sources[(p, schedule)] for p in names}
     return PerturbedSet(labels, ordered, names, schedule, seed=seed, source=f"{dataset}/{subset}",
                         engines=engines)

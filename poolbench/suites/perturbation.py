@@ -160,7 +160,8 @@ class PerturbationSuite(TrainedSuite):
                 dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
                 workers=max(1, ctx.workers), progress=ctx.progress,
                 schedule=cell.get("corruption_params", "auto"),
-                engine=cell.get("perturbation_engines") or "reference")
+                engine=cell.get("perturbation_engines") or "reference",
+                strict=bool(ctx.extra.get("strict")))
 
     def derived(self, frame: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
         """FR and T5D ratios per perturbation, mFR and mT5D, normalised by the reference each

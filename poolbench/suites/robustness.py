@@ -211,7 +211,7 @@ class RobustnessSuite(TrainedSuite):
             generate_corrupted_set, arrays.images, arrays.labels, cell["corruptions"], cell["severities"],
             seed=seed, dataset=f"{bundle.name}-{key}", subset=f"test-{cell['subset'] or 'all'}",
             workers=max(1, ctx.workers), progress=ctx.progress, params=cell.get("corruption_params", "auto"),
-            engine=cell.get("corruption_engines") or "reference")
+            engine=cell.get("corruption_engines") or "reference", strict=bool(ctx.extra.get("strict")))
         if ctx.corruption_on_the_fly:
             return generate(on_the_fly=True, device=ctx.device)
         with file_lock(dataset_dir(root, "corruptions", f"{bundle.name}-{key}")):

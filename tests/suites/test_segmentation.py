@@ -276,8 +276,19 @@ def test_train_cell_end_to_end(tmp_path, monkeypatch):
         assert {"final_lift_u", "final_lift_p"} <= set(by)
     ckpts = list((tmp_path / "cache" / "checkpoints").glob("*.pt"))
     assert len(ckpts) == 1
-    again = SUITE.run_cell(made[0], ctx)            # from the checkpoint cache, same numbers
+    trained_threads = torch.get_num_threads()
+    assert by["miou"]["threads"] == by["miou"]["eval_threads"] == trained_threads
+    other = 2 if trained_threads == 1 else 1
+    torch.set_num_threads(other)
+    try:
+        again = SUITE.run_cell(made[0], ctx)        # from the checkpoint cache, same numbers
+    finally:
+        torch.set_num_threads(trained_threads)
     assert [r["value"] for r in again.rows if r["metric"] == "miou"] == [by["miou"]["value"]]
+    # the rows say how the model was trained, not how the process that reused it runs
+    # (regression: segmentation rows lacked the training's provenance)
+    again_by = {r["metric"]: r for r in again.rows if r["metric"] != "iou"}
+    assert again_by["miou"]["threads"] == trained_threads and again_by["miou"]["eval_threads"] == other
     assert np.array_equal(again.arrays["counts"], counts)
     json.dumps(rows)
     table = SUITE.table(pd.DataFrame(rows))

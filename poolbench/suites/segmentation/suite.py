@@ -46,7 +46,7 @@ from ...options import check_fields, option
 from ...store import Measured, make_row
 from ...training.loop import OPTIMIZERS, SCHEDULES
 from .. import register_suite
-from ..base import Suite, pool_columns, train_config_of, training_rows
+from ..base import AMP_DTYPES, Suite, pool_columns, train_config_of, trained_with, training_rows
 from ..intervals import METHOD_NOTE, add_metric_intervals, per_image
 from .reconstruction import DTYPES, SAMPLE_IMAGES, load_sample_image, reconstruction_psnr
 from .task import get_trained_segnet, load_segmentation_data, segmentation_confusion
@@ -225,7 +225,7 @@ class SegmentationSuite(Suite):
         cfg = train_config_of(cell)
         bundle = load_segmentation_data(cfg.dataset, cfg.data_seed, cfg.train_size, cfg.test_size, ctx.data_root)
         result = get_trained_segnet(cfg, bundle, ctx.device, ctx.progress, ctx.checkpoint_for(cell),
-                                    settings=ctx.train)
+                                    settings=ctx.train, strict=bool(ctx.extra.get("strict")))
         test = bundle.eval_arrays()
         conf, counts = segmentation_confusion(result.model, test.images, test.masks, bundle.num_classes,
                                               ctx.device, progress=ctx.progress)
@@ -239,12 +239,16 @@ class SegmentationSuite(Suite):
         ]
         for name, iou in zip(bundle.class_names, iou_per_class(conf)):
             rows.append(make_row(base, "iou", None if np.isnan(iou) else 100.0 * iou, "%", n, class_name=name))
-        return Measured(rows + training_rows(base, result), {"counts": counts})
+        rows += training_rows(base, result)
+        provenance = trained_with(result.info, ctx.device)
+        for row in rows:  # how the model was trained, not how this process runs
+            row.update(provenance)
+        return Measured(rows, {"counts": counts})
 
     @staticmethod
     def _train_columns(cfg: TrainConfig, variant: str) -> dict:
         return {**pool_columns(cfg.pool), "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
-                "up_pool": variant, "upsample": cfg.policy, "dtype": "float32",
+                "up_pool": variant, "upsample": cfg.policy, "dtype": AMP_DTYPES[cfg.amp],
                 "memory_format": "channels_last"}
 
     def _run_reconstruction(self, cell: dict, ctx) -> list[dict]:

@@ -59,10 +59,11 @@ SEGNET = Task(build=build_segnet, loss=segmentation_loss,
 
 def get_trained_segnet(cfg: TrainConfig, bundle, device: str = "cpu", progress: bool = True,
                        checkpoint: str | None = None,
-                       settings: TrainSettings = TrainSettings()) -> TrainResult:
+                       settings: TrainSettings = TrainSettings(), strict: bool = False) -> TrainResult:
     """The SegNet for ``cfg``: from ``checkpoint`` if given, else the checkpoint cache, else
-    trained once and cached."""
-    return get_trained_model(cfg, bundle, device, progress, checkpoint, task=SEGNET, settings=settings)
+    trained once and cached (``strict``: a damaged cached model is refused, not retrained)."""
+    return get_trained_model(cfg, bundle, device, progress, checkpoint, task=SEGNET, settings=settings,
+                             strict=strict)
 
 
 def _to_float(images) -> torch.Tensor:
