@@ -7,25 +7,15 @@ rows the table was computed from (the document's scope), never recomputed.
 """
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
-from ..suites.verdicts import delta_metrics, verdict
+from ..suites.verdicts import as_number, delta_metrics, verdict
 from .tables import REFERENCE_MARK, direction
 
 # provenance lines: (label, row column)
 PROVENANCE = (("seeds", "seed"), ("commit", "git_commit"), ("device", "device"),
               ("threads", "threads"), ("torch", "torch_version"), ("host", "host"),
               ("store", "store"))
-
-
-def _number(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
 
 
 def pool_key(label) -> str:
@@ -44,7 +34,7 @@ def intervals(full: pd.DataFrame, shown: pd.DataFrame) -> dict:
             if pool not in full.index:
                 continue
             row = full.loc[pool]
-            span = {key: _number(row.get(f"{col}{suffix}")) for key, suffix in
+            span = {key: as_number(row.get(f"{col}{suffix}")) for key, suffix in
                     (("lo", " lo"), ("hi", " hi"), ("slo", " seeds lo"), ("shi", " seeds hi"))}
             if any(v is not None for v in span.values()):
                 spans[str(pool)] = span

@@ -25,7 +25,8 @@ from ..metrics.planning import resolvable, seeds_needed
 from .intervals import INTERVAL_SUFFIXES, compact
 
 
-def _number(value) -> float | None:
+def as_number(value) -> float | None:
+    """A table cell as a float, or None where it is blank, NaN or not a number."""
     try:
         value = float(value)
     except (TypeError, ValueError):
@@ -44,15 +45,15 @@ def verdict(table: pd.DataFrame, pool, metric: str) -> dict | None:
     if pool not in table.index or f"Δ {metric}" not in table.columns:
         return None
     row = table.loc[pool]
-    delta = _number(row.get(f"Δ {metric}"))
+    delta = as_number(row.get(f"Δ {metric}"))
     if delta is None:
         return None
-    n = _number(row.get(f"Δ {metric} seeds n"))
+    n = as_number(row.get(f"Δ {metric} seeds n"))
     if n is not None and n >= 2:
-        lo, hi = _number(row.get(f"Δ {metric} seeds lo")), _number(row.get(f"Δ {metric} seeds hi"))
-        kind, sd = "seeds", _number(row.get(f"Δ {metric} seeds sd"))
+        lo, hi = as_number(row.get(f"Δ {metric} seeds lo")), as_number(row.get(f"Δ {metric} seeds hi"))
+        kind, sd = "seeds", as_number(row.get(f"Δ {metric} seeds sd"))
     else:
-        lo, hi = _number(row.get(f"Δ {metric} lo")), _number(row.get(f"Δ {metric} hi"))
+        lo, hi = as_number(row.get(f"Δ {metric} lo")), as_number(row.get(f"Δ {metric} hi"))
         kind, sd, n = "evaluation", None, 1
     if lo is None or hi is None:
         return None
@@ -113,7 +114,7 @@ def narrow(table: pd.DataFrame, reference: str | None, verdict_metric: str | Non
         return compact(table, digits)
     out = pd.DataFrame(index=table.index)
     for metric in metrics:
-        out[metric] = [("" if _number(v) is None else f"{_number(v):.{digits}f}") for v in table[metric]]
+        out[metric] = [("" if as_number(v) is None else f"{as_number(v):.{digits}f}") for v in table[metric]]
         texts = []
         for pool in table.index:
             v = verdict(table, pool, metric)
