@@ -4,6 +4,7 @@ the ones docs/scale-out.md shows, with a tiny training."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -17,9 +18,7 @@ import torch
 
 from poolbench import api
 from poolbench.slurm import manifest_tasks, queue_states
-from poolbench.suites.base import train_config_of
 from poolbench.training import checkpoint as ckpt
-from poolbench.training import loop as train
 
 pytestmark = pytest.mark.slow  # starts Slurm, submits jobs and trains
 
@@ -39,6 +38,33 @@ class Boom(torch.nn.MaxPool2d):
 def boom(channels=None, kernel_size=2, stride=2, **kw):
     return Boom(kernel_size, stride)
 '''
+
+# max pooling that sleeps in training inside a Slurm job only: the training then lasts long enough
+# for a requeue or a time limit to interrupt it, however fast the machine, while the same training
+# outside Slurm (the uninterrupted reference) runs at full speed; sleeping changes no number
+SLOW = '''
+import os
+import time
+
+import torch
+from poolbench.registry import register_pool
+
+class SlowMax(torch.nn.MaxPool2d):
+    def forward(self, x):
+        if self.training and os.environ.get("SLURM_JOB_ID"):
+            time.sleep(DELAY)
+        return super().forward(x)
+
+@register_pool("test_slow", paper="test", licence="MIT")
+def slow(channels=None, kernel_size=2, stride=2, **kw):
+    return SlowMax(kernel_size, stride)
+'''
+
+
+def slow_plugin(tmp_path: Path, delay: float) -> Path:
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW.replace("DELAY", repr(delay)))
+    return plugin
 
 
 def poolbench(*args, **kwargs):
@@ -192,9 +218,11 @@ def test_requeued_task_resumes_to_the_uninterrupted_weights(slurm_cluster, tmp_p
     cache = tmp_path / "cache"
     monkeypatch.setenv("POOLBENCH_CACHE", str(cache))
     res = tmp_path / "res"
+    plugin = slow_plugin(tmp_path, 0.3)     # 24 steps: at least 7 s per pooling layer
     recipe = {"train_size": 512, "test_size": 64, "epochs": 3, "batch_size": 64}
-    run = started("run", "accuracy", "--pool", "max", "--seed", "0", *flags(recipe), "--threads", "1",
-                  "--checkpoint-minutes", "1e-9", *SLURM, "--results", str(res))
+    run = started("--plugin", str(plugin), "run", "accuracy", "--pool", "test_slow", "--seed", "0",
+                  *flags(recipe), "--threads", "1", "--checkpoint-minutes", "1e-9", *SLURM,
+                  "--results", str(res))
     tasks = wait_for(lambda: manifest_tasks(res / ".slurm"), "the submission")
     (job,) = [t["job_id"] for t in tasks.values()]
     wait_for(lambda: list((cache / "checkpoints").glob(f"*{ckpt.STATE_SUFFIX}")), "a resume checkpoint")
@@ -204,16 +232,17 @@ def test_requeued_task_resumes_to_the_uninterrupted_weights(slurm_cluster, tmp_p
     assert run.returncode == 0, stderr
     records = [r for r in slurm_cluster.records() if r["JobId"] == job]
     assert len(records) >= 2 and records[-1]["JobState"] == "COMPLETED", records
-    assert_resumed_to_the_uninterrupted_weights(cache, res, recipe)
+    assert_resumed_to_the_uninterrupted_weights(cache, plugin, recipe, tmp_path)
 
 
 def test_task_at_its_time_limit_requeues_and_resumes(slurm_cluster, tmp_path, monkeypatch):
-    """A 2-minute limit and a training of about 80 s on one thread: Slurm's USR2 comes 20 to 80 s
-    into each run, submitit's handler saves the training and requeues the task."""
+    """A 2-minute limit and a training of about 110 s on one thread of a quiet machine (longer on
+    a busy one): Slurm's USR2 comes 40 s before the limit, submitit's handler saves the training
+    and requeues the task, which resumes, as often as it takes."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("POOLBENCH_CACHE", str(cache))
     res = tmp_path / "res"
-    recipe = {"train_size": 3072, "test_size": 64, "epochs": 6, "batch_size": 64}
+    recipe = {"train_size": 12288, "test_size": 64, "epochs": 6, "batch_size": 64}
     run = started("run", "accuracy", "--pool", "max", "--seed", "0", *flags(recipe), "--threads", "1",
                   "--checkpoint-minutes", "0", "--executor", "slurm", "--slurm-time", "2",
                   "--results", str(res))
@@ -226,28 +255,39 @@ def test_task_at_its_time_limit_requeues_and_resumes(slurm_cluster, tmp_path, mo
     assert run.returncode == 0, stderr
     text = log.read_text() + log.with_suffix(".out").read_text()
     assert "this job is timed-out" in text and "Requeued job" in text, text[-3000:]
-    assert_resumed_to_the_uninterrupted_weights(cache, res, recipe)
+    assert_resumed_to_the_uninterrupted_weights(cache, None, recipe, tmp_path)
 
 
 def flags(recipe: dict) -> list[str]:
     return [x for k, v in recipe.items() for x in ("--" + k.replace("_", "-"), str(v))]
 
 
-def assert_resumed_to_the_uninterrupted_weights(cache: Path, res: Path, recipe: dict) -> None:
-    """The cached model of the one max seed-0 cell continued an interrupted run, and its weights
-    are the ones an uninterrupted training of the same recipe ends with, bit for bit."""
+def assert_resumed_to_the_uninterrupted_weights(cache: Path, plugin: Path | None, recipe: dict,
+                                                tmp_path: Path) -> None:
+    """The cached model of the one seed-0 cell (test_slow from ``plugin``, else max) continued an
+    interrupted run, and its weights are the ones an uninterrupted training of the same recipe
+    ends with, bit for bit (the reference trained by the same command outside Slurm, into its
+    own cache)."""
     (info_file,) = (cache / "checkpoints").glob("*.json")
     assert json.loads(info_file.read_text())["info"]["resumed_from"] is not None
     assert not list((cache / "checkpoints").glob(f"*{ckpt.STATE_SUFFIX}"))
-    # the recipe the command trained (the default preset's, with the sizes above)
-    (cell,), _ = api.cells_of("accuracy", ["max"], seed=0, results=str(res), **recipe)
-    cfg = train_config_of(cell)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        expected = train.train(cfg, train.load_bundle(cfg), progress=False).model.state_dict()
-    finally:
-        torch.set_num_threads(threads)
-    (model_file,) = [p for p in (cache / "checkpoints").glob("*.pt")]
-    got = torch.load(model_file, weights_only=True)["state_dict"]
-    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    reference = tmp_path / "reference-cache"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    pool = ["--plugin", str(plugin), "run", "accuracy", "--pool", "test_slow"] if plugin else \
+        ["run", "accuracy", "--pool", "max"]
+    done = poolbench(*pool, "--seed", "0",
+                     *flags(recipe), "--threads", "1", "--executor", "sequential",
+                     "--results", str(tmp_path / "reference-res"), env={**env, "POOLBENCH_CACHE": str(reference)})
+    assert done.returncode == 0, done.stderr
+
+    def weights(folder: Path) -> dict:
+        (model_file,) = [p for p in (folder / "checkpoints").glob("*.pt")]
+        return torch.load(model_file, weights_only=True)["state_dict"]
+    got, expected = weights(cache), weights(reference)
+    assert model_name(cache) == model_name(reference)     # the same recipe, so the same cell
+    assert got.keys() == expected.keys() and all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def model_name(folder: Path) -> str:
+    (model_file,) = [p for p in (folder / "checkpoints").glob("*.pt")]
+    return model_file.name
