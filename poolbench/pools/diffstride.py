@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import Paper, register_pool
-from .spectral import _crop_axis, _frequencies
+from .spectral import _frequencies, fourier_downsample
 
 RIAD_2022 = Paper("R. Riad, O. Teboul, D. Grangier, N. Zeghidour", "Learning Strides in "
                   "Convolutional Neural Networks", "ICLR", 2022, "https://arxiv.org/abs/2202.01653")
@@ -61,17 +61,13 @@ class DiffStride(nn.Module):
         return torch.clamp(self.strides, min=MIN_STRIDE)
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        h, w = x.shape[-2:]
-        ho, wo = h // 2, w // 2
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            z = x if dtype in (torch.float32, torch.float64) else x.float()
-            spec = _crop_axis(_crop_axis(torch.fft.fft2(z, norm="forward"), ho, -2), wo, -1)
-            s = self.effective_strides().to(z.dtype)
-            mask = (stride_mask(h, ho, s[0], self.smoothness)[:, None]
-                    * stride_mask(w, wo, s[1], self.smoothness)[None, :])
-            out = torch.fft.ifft2(spec * mask, norm="forward").real
-        return out.to(dtype)
+        return fourier_downsample(x, self._stride_band)
+
+    def _stride_band(self, y: Tensor, h: int, w: int) -> Tensor:
+        s = self.effective_strides().to(y.real.dtype)
+        mask = (stride_mask(h, h // 2, s[0], self.smoothness)[:, None]
+                * stride_mask(w, w // 2, s[1], self.smoothness)[None, :])
+        return y * mask
 
     def no_weight_decay(self) -> list[str]:
         return ["strides"]   # decay would pull the strides towards 0, i.e. to the clamp

@@ -1,6 +1,8 @@
 """Spectral pooling (Rippel et al. 2015): keep the lowest H/2 x W/2 DFT frequencies."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -13,6 +15,24 @@ def _crop_axis(y: Tensor, out: int, dim: int) -> Tensor:
     n = y.shape[dim]
     lo, hi = (out + 1) // 2, out // 2
     return torch.cat([y.narrow(dim, 0, lo), y.narrow(dim, n - hi, hi)], dim=dim)
+
+
+def fourier_downsample(x: Tensor, band: Callable[[Tensor, int, int], Tensor] | None = None) -> Tensor:
+    """``x`` (..., H, W) to (..., H//2, W//2) in the Fourier domain: the centred H//2 x W//2 band
+    of its spectrum, reweighted by ``band(spectrum, H, W)`` where given, transformed back. Half
+    precision runs in float32 (half-precision FFTs take only power-of-two sizes); the result has
+    ``x``'s dtype."""
+    dtype = x.dtype
+    h, w = x.shape[-2:]
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        z = x if dtype in (torch.float32, torch.float64) else x.float()
+        # norm="forward" divides by H*W on the way in and not on the way out,
+        # so a constant map keeps its value after the crop
+        y = _crop_axis(_crop_axis(torch.fft.fft2(z, norm="forward"), h // 2, -2), w // 2, -1)
+        if band is not None:
+            y = band(y, h, w)
+        out = torch.fft.ifft2(y, norm="forward").real
+    return out.to(dtype)
 
 
 def _frequencies(out: int, device) -> Tensor:
@@ -30,20 +50,10 @@ class SpectralPool(OwnRandomness, nn.Module):
         self.min_cutoff = min_cutoff
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = x.dtype
-        h, w = x.shape[-2:]
-        ho, wo = h // 2, w // 2
-        # half-precision FFTs only take power-of-two sizes: compute in float32 (or float64)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            z = x if dtype in (torch.float32, torch.float64) else x.float()
-            # norm="forward" divides by H*W on the way in and not on the way out,
-            # so a constant map keeps its value after the crop
-            y = torch.fft.fft2(z, norm="forward")
-            y = _crop_axis(_crop_axis(y, ho, -2), wo, -1)
-            if self.training and self.random_cutoff:
-                y = y * self._random_mask(ho, wo, y.device).to(y.real.dtype)
-            out = torch.fft.ifft2(y, norm="forward").real
-        return out.to(dtype)
+        return fourier_downsample(x, self._random_cutoff if self.training and self.random_cutoff else None)
+
+    def _random_cutoff(self, y: Tensor, h: int, w: int) -> Tensor:
+        return y * self._random_mask(h // 2, w // 2, y.device).to(y.real.dtype)
 
     def _random_mask(self, ho: int, wo: int, device) -> Tensor:
         # one cutoff per forward pass, a fraction in [min_cutoff, 1] of the kept band
