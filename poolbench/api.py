@@ -33,9 +33,11 @@ from .process import init_distributed, is_main_process, resolve_device
 from .ranges import check_ranges, check_value
 from .registry import canonical_spec
 from .runner import EXECUTORS, RunContext, cell_hash, run_cells
+from .selection import RECIPES, planned, recipe, recipe_text, select, selection_notes, selection_summary
 from .slurm import SlurmOptions, preset_options
 from .store import ResultStore
 from .suites import get_suite
+from .suites.base import TrainedSuite
 from .suites.convergence import plateau_note
 from .suites.intervals import ONE_SEED_NOTE
 from .suites.verdicts import narrow, verdict_lines
@@ -81,6 +83,10 @@ class RunOptions:
     amp: str | None = option(None, "Mixed-precision training (default bf16 on CUDA, off on CPU); part "
                              "of the recipe.", choices=AMP_MODES)
     checkpoint: str | None = option(None, "Evaluate this trained model instead of training (one pool).")
+    recipe: str | None = option(None, "shared: every pool trains with the preset's recipe; tuned: each "
+                                "pool's learning rate chosen from x0.5, x1, x2 of it by the error on a "
+                                "validation split of the training images (docs/suites.md) [default: "
+                                "the preset's [train] recipe, else shared].", choices=RECIPES)
     resolve: float | None = option(None, "The difference the seed planner sizes the verdicts for "
                                    "(default: the observed one).", low=0, low_open=True)
     progress: bool = option(True, "Progress bars.")
@@ -114,11 +120,16 @@ class RunResult:
     errors: list[dict] = field(default_factory=list)
     reference: str | None = None     # the pool the differences are taken to
     verdicts: list[str] = field(default_factory=list)   # one line per pool and difference
+    recipe: str = "shared"           # shared | tuned (``selection``)
+    selection: dict | None = None    # tuned: the chosen values, the grid and what choosing cost
 
     @property
     def narrow(self) -> pd.DataFrame:
         """The table the terminal shows first (``suites.verdicts.narrow``); ``table`` has all."""
-        return narrow(self.table, self.reference, get_suite(self.suite).verdict_metric)
+        out = narrow(self.table, self.reference, get_suite(self.suite).verdict_metric)
+        if "recipe" in self.table.columns and "recipe" not in out.columns:
+            out.insert(0, "recipe", self.table["recipe"].reindex(out.index))
+        return out
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -172,26 +183,41 @@ def run(suite: str, pools: list[str] | tuple[str, ...] | str | None = None, *,
         except (OSError, DiskFull) as exc:  # a read-only or full store still shows what it holds
             notes.append(f"{ctx.results} is not writable ({getattr(exc, 'strerror', None) or exc}): "
                          "this command is not recorded in commands.log")
+    lrs = {cfg.pool: cfg.lr for cfg in plan.configs}
+    chosen = None
+    if plan.recipe == "tuned":
+        chosen = select(plan.configs, ctx, plan.executor,
+                        lambda c: with_data(c, opt.data_root, {}), log)
+        lrs = chosen.chosen
+        configs = [dataclasses.replace(cfg, lr=lrs[cfg.pool]) for cfg in plan.configs]
+        cells = with_data(suite_obj.cells(configs, opts), opt.data_root, suite_obj.run_settings(opts))
+        notes += selection_notes(chosen)
     if opt.strict:  # an audit: every stored cell of the run verifies, or the run stops here
         audit = ResultStore(ctx.results, strict=True)
         for cell in cells:
             audit.has(name, cell_hash(name, cell))
     report = run_cells(name, cells, ctx, plan.executor, log=log)
-    errors = [r for r in report.rows if r.get("error")]
-    measured = [r for r in report.rows if not r.get("error")]
+    rows = report.rows
+    if chosen:  # which recipe made each row: not stored, as a shared cell the tuned recipe chose
+        rows = [{**r, "recipe": "tuned", "lr": lrs.get(r.get("pool"))} for r in rows]  # is one cell
+    errors = [r for r in rows if r.get("error")]
+    measured = [r for r in rows if not r.get("error")]
     table = (suite_obj.table(pd.DataFrame(measured), opts, ResultStore(ctx.results)) if measured
              else failed_table(errors))
+    if measured and plan.recipe == "tuned" and not table.empty:
+        table.insert(0, "recipe", [recipe_text(lrs.get(p), plan.configs[0].lr) for p in table.index])
     notes += table.attrs.get("notes", [])
     if measured and _one_seed_each(measured):
         notes.append(ONE_SEED_NOTE)
     if late := plateau_note(measured):
         notes.append(late)
     reference = getattr(opts, "reference", None) or getattr(opts, "baseline", None)
-    return RunResult(suite=name, options=opts, pools=all_pools, rows=report.rows, table=table,
+    return RunResult(suite=name, options=opts, pools=all_pools, rows=rows, table=table,
                      notes=notes, cells=len(cells), computed=report.computed,
                      skipped=report.skipped, failed=report.failed, results=ctx.results, errors=errors,
                      reference=reference,
-                     verdicts=verdict_lines(table, reference, opt.resolve) if measured else [])
+                     verdicts=verdict_lines(table, reference, opt.resolve) if measured else [],
+                     recipe=plan.recipe, selection=selection_summary(chosen) if chosen else None)
 
 
 @dataclass
@@ -206,13 +232,29 @@ class Plan:
     executor: str
     pools: list[str]
     named: tuple
+    configs: list[TrainConfig] = field(default_factory=list)   # the shared recipe per pool and seed
+    recipe: str = "shared"
 
 
 def cells_of(suite: str, pools=None, **options) -> tuple[list[dict], str]:
-    """The cells ``run(suite, pools, **options)`` would compute, and its result store: what
-    ``poolbench status SUITE ...`` reports on. Nothing is trained or written."""
+    """The cells of ``suite`` that ``run(suite, pools, **options)`` would compute, and its
+    result store (with ``--recipe tuned``: the final cells of the pools whose choice is stored,
+    and for accuracy its candidates too). Nothing is trained or written."""
+    pairs, results = status_cells(suite, pools, **options)
+    return [cell for name, cell in pairs if name == suite], results
+
+
+def status_cells(suite: str, pools=None, **options) -> tuple[list[tuple[str, dict]], str]:
+    """(suite, cell) of every cell the run would compute, and its result store: what
+    ``poolbench status SUITE ...`` reports on. With ``--recipe tuned``: the candidates (accuracy
+    cells), then the final cells of the pools whose choice is already stored (the others' wait
+    for their candidates). Nothing is trained or written."""
     plan = _plan(suite, pools, options)
-    return plan.cells, plan.ctx.results
+    if plan.recipe == "shared":
+        return [(suite, cell) for cell in plan.cells], plan.ctx.results
+    root, settings = plan.run.data_root, plan.suite.run_settings(plan.options)
+    return planned(plan.suite, plan.options, plan.configs, plan.ctx, lambda c: with_data(c, root, {}),
+                   lambda c: with_data(c, root, settings)), plan.ctx.results
 
 
 def _plan(suite: str, pools, options: dict) -> Plan:
@@ -274,7 +316,9 @@ def _plan(suite: str, pools, options: dict) -> Plan:
         train=settings, **suite_obj.run_settings(opts),
     )
     cells = with_data(suite_obj.cells(configs, opts), opt.data_root, suite_obj.run_settings(opts))
-    return Plan(suite_obj, opt, opts, ctx, cells, executor, all_pools, named)
+    return Plan(suite_obj, opt, opts, ctx, cells, executor, all_pools, named, configs,
+                recipe(opt.recipe, preset_data, isinstance(suite_obj, TrainedSuite), suite_obj.name,
+                       opt.checkpoint))
 
 
 def _check_preset_table(options_class, values: dict, preset: dict, name: str) -> None:
@@ -296,7 +340,7 @@ def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[
     """``cells`` with the fingerprint of their data (``poolbench.data.fingerprint``): in every
     training config (so in the checkpoint key and the cell hash) and, for official -C/-P sets,
     in the cell. Missing data fails here, before any stored cell is looked up."""
-    prints: dict[str, str] = {}
+    prints: dict[tuple[str, int], str] = {}
     # run settings hold flags too (corruption_on_the_fly); only the *_data ones name folders
     official = {f"{key}_fingerprint": folder_fingerprint(path, f"--{key.replace('_', '-')}")
                 for key, path in sorted(settings.items()) if key.endswith("_data") and path}
@@ -305,10 +349,10 @@ def with_data(cells: list[dict], data_root: str | None, settings: dict) -> list[
         cell = {**cell, **official}
         train = cell.get("train")
         if train is not None:
-            dataset = train["dataset"]
-            if dataset not in prints:
-                prints[dataset] = dataset_fingerprint(dataset, data_root)
-            cell["train"] = {**train, "data_fingerprint": prints[dataset]}
+            key = (train["dataset"], train.get("holdout", 0))  # a validation split is data of its own
+            if key not in prints:
+                prints[key] = dataset_fingerprint(key[0], data_root, holdout=key[1])
+            cell["train"] = {**train, "data_fingerprint": prints[key]}
         out.append(cell)
     return out
 

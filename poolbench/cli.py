@@ -30,6 +30,7 @@ from .report import build_report
 from .slurm import SlurmOptions
 from .status import cell_status, summary
 from .suites import get_suite, list_suites
+from .suites.base import TrainedSuite
 from .suites.intervals import compact
 from .suites.verdicts import narrow_note
 from .tools import bench, check
@@ -176,8 +177,9 @@ def execute_suite(name: str, pools: tuple, as_json: bool, wide: bool, options: d
         return
     if as_json:
         table = result.table.reset_index() if result.table.index.name else result.table
+        tuned = {"selection": result.selection} if result.selection else {}  # --recipe tuned
         click.echo(json.dumps({"rows": result.rows, "table": json.loads(table.to_json(orient="records")),
-                               "verdicts": result.verdicts}, indent=1, default=str))
+                               "verdicts": result.verdicts, **tuned}, indent=1, default=str))
         return
     shown = compact(result.table) if wide else result.narrow
     click.echo(tabulate(shown, headers="keys", tablefmt="github", floatfmt=".2f"))
@@ -214,6 +216,8 @@ def run_all_command() -> click.Command:
             params = dict(options)
             if not get_suite(name).parallel:  # timed side by side: never spread over processes
                 params["executor"] = "sequential"
+            if not isinstance(get_suite(name), TrainedSuite):  # no classifier's recipe to tune
+                params["recipe"] = None
             try:
                 execute_suite(name, pools, as_json, wide, params)
             except click.exceptions.Exit as exc:
@@ -259,8 +263,8 @@ def show_status(records: list[dict], as_json: bool) -> None:
 def status_command(name: str) -> click.Command:
     def callback(pools, as_json, wide, **options):
         given = {k: v for k, v in options.items() if v is not None}
-        cells, results = api.cells_of(name, list(pools), **given)
-        show_status(cell_status(results, [(name, cell) for cell in cells]), as_json)
+        cells, results = api.status_cells(name, list(pools), **given)
+        show_status(cell_status(results, cells), as_json)
 
     return click.Command(name, params=run_parameters(get_suite(name)), callback=callback,
                          context_settings=CONTEXT, short_help=f"The cells of `poolbench run {name} ...`.",

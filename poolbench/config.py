@@ -60,6 +60,9 @@ class TrainConfig:
     data_seed: int = bounded(0, low=0)
     data_fingerprint: str = ""
     amp: str = "off"  # mixed precision of training: off (float32), bf16 or fp16 autocast
+    # training images held out as a validation split (poolbench.data.bundles.hold_out): the
+    # model trains on the rest and is evaluated on them, never on the test set; 0: none
+    holdout: int = bounded(0, low=0)
 
     def __post_init__(self):
         _check_types({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
@@ -69,16 +72,22 @@ class TrainConfig:
         if self.train_size is not None and self.train_size < self.batch_size:
             raise UsageError(f"train_size {self.train_size} is smaller than one batch of {self.batch_size}: "
                              f"lower --batch-size to {self.train_size} or less, or raise --train-size")
+        if self.holdout and self.train_size is not None and self.train_size - self.holdout < self.batch_size:
+            raise UsageError(f"holding out {self.holdout} of {self.train_size} training images leaves less "
+                             f"than one batch of {self.batch_size}: raise --train-size or lower the holdout")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         if d["amp"] == "off":  # float32, what every recipe trained with before amp existed:
             del d["amp"]       # left out, so that their configs and hashes stay as they were
+        if d["holdout"] == 0:  # no validation split, as before holdouts existed: likewise
+            del d["holdout"]
         return d
 
 
-_INT_FIELDS = {"train_size", "test_size", "epochs", "batch_size", "warmup_epochs", "seed", "data_seed"}
+_INT_FIELDS = {"train_size", "test_size", "epochs", "batch_size", "warmup_epochs", "seed", "data_seed",
+               "holdout"}
 
 
 def _check_types(values: dict[str, Any], source: str = "--{flag}") -> None:
@@ -118,12 +127,13 @@ def load_preset(name_or_path: str | None) -> dict:
     # [train.<dataset>] tables: the recipe's changes for one dataset (the quick preset trains
     # photos longer than shapes)
     tables = {k: v for k, v in data["train"].items() if isinstance(v, dict)}
-    unknown = set(data["train"]) - TRAIN_FIELDS - {"seeds"} - set(tables)
+    unknown = set(data["train"]) - TRAIN_FIELDS - {"seeds", "recipe"} - set(tables)
     for name, table in tables.items():
         unknown |= {f"{name}.{k}" for k in set(table) - TRAIN_FIELDS}
     if unknown:
         raise UsageError(
-            f"config file {path}: unknown [train] keys {sorted(unknown)}; accepted: {sorted(TRAIN_FIELDS | {'seeds'})} "
+            f"config file {path}: unknown [train] keys {sorted(unknown)}; accepted: "
+            f"{sorted(TRAIN_FIELDS | {'seeds', 'recipe'})} "
             "and [train.DATASET] tables of them"
         )
     data["_path"] = str(path)

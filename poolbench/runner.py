@@ -325,7 +325,12 @@ class CellJob:
 def cell_label(cell: dict) -> str:
     """A cell in words, for logs and ``poolbench status``: its pool and training seed."""
     train = cell.get("train", cell)
-    return f"{train.get('pool', '?')} seed {train.get('seed', '?')}"
+    label = f"{train.get('pool', '?')} seed {train.get('seed', '?')}"
+    if train.get("holdout"):  # a candidate of --recipe tuned (poolbench.selection)
+        label += f" (validation, lr {train.get('lr'):g})"
+    if "candidates" in cell:  # the choice among them
+        label = f"{train.get('pool', '?')}: the learning rate chosen"
+    return label
 
 
 def run_slurm(suite_name: str, todo: list[tuple[int, dict]], ctx: RunContext, log) -> dict:

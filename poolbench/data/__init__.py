@@ -20,9 +20,18 @@ import os
 
 from ..errors import UsageError
 from .arrays import ArrayDataset
-from .bundles import DatasetBundle, EvalArrays, SegEvalArrays, SegmentationBundle, spread_indices
+from .bundles import (
+    HOLDOUT_SPLIT,
+    DatasetBundle,
+    EvalArrays,
+    SegEvalArrays,
+    SegmentationBundle,
+    hold_out,
+    holdout_indices,
+    spread_indices,
+)
 from .datasets import cifar_files, default_data_root, load_cifar
-from .fingerprint import files_fingerprint, folder_fingerprint, tree_fingerprint
+from .fingerprint import files_fingerprint, folder_fingerprint, held_out_fingerprint, tree_fingerprint
 from .folders import load_imagefolder
 from .photos import GENERATOR as PHOTOS_GENERATOR
 from .photos import load_photos
@@ -99,6 +108,7 @@ def load_dataset(
     test_size: int | None = None,
     image_size: int | None = None,
     download: bool = True,
+    holdout: int = 0,
 ) -> DatasetBundle:
     """Load a classification dataset by name.
 
@@ -110,7 +120,14 @@ def load_dataset(
         real datasets: keep that many evenly spaced images (default: all).
     image_size: imagefolder only (default 224; below 128 uses the small-image transforms).
     download: CIFAR only; try torchvision's download when files are missing.
+    holdout: training images held out as a validation split drawn by ``seed``
+        (``bundles.hold_out``): the bundle trains on the rest and its ``test`` is the held-out
+        images, with the test transform; 0 (the default): the test split.
     """
+    return hold_out(_load(name, root, seed, train_size, test_size, image_size, download), holdout, seed)
+
+
+def _load(name, root, seed, train_size, test_size, image_size, download) -> DatasetBundle:
     key, arg = _split_name(name)
     if key not in CLASSIFICATION_DATASETS:
         raise _unknown(key, "classification")
@@ -132,12 +149,19 @@ def load_dataset(
                             train_size=train_size, test_size=test_size)
 
 
-def dataset_fingerprint(name: str, root: str | os.PathLike | None = None, *, download: bool = True) -> str:
-    """What ``name`` (under ``root``) holds, as a short digest (``poolbench.data.fingerprint``).
+def dataset_fingerprint(name: str, root: str | os.PathLike | None = None, *, download: bool = True,
+                        holdout: int = 0) -> str:
+    """What ``name`` (under ``root``) holds, as a short digest (``poolbench.data.fingerprint``);
+    with a ``holdout``, the digest of that and of the validation split drawn from it.
 
     Checked before any stored result is looked up: data that is missing fails here, in one
     line, even when results of a dataset of that name are stored.
     """
+    whole = _fingerprint(name, root, download)
+    return held_out_fingerprint(whole, holdout, HOLDOUT_SPLIT) if holdout else whole
+
+
+def _fingerprint(name, root, download) -> str:
     key, arg = _split_name(name)
     if key == "shapes" or key in SEGMENTATION_DATASETS:
         return SHAPES_GENERATOR
@@ -175,5 +199,6 @@ def load_segmentation_dataset(
 __all__ = [
     "ArrayDataset", "DatasetBundle", "EvalArrays", "SegEvalArrays", "SegmentationBundle",
     "SHAPES_CLASS_NAMES", "DEFAULT_DATASET", "DEFAULT_SEGMENTATION_DATASET", "default_data_root",
-    "dataset_fingerprint", "describe_datasets", "folder_fingerprint", "list_datasets", "load_dataset", "load_segmentation_dataset", "spread_indices",
+    "dataset_fingerprint", "describe_datasets", "folder_fingerprint", "hold_out", "holdout_indices",
+    "list_datasets", "load_dataset", "load_segmentation_dataset", "spread_indices",
 ]

@@ -76,6 +76,13 @@ class ArrayDataset(Dataset):
     def uint8_arrays(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _hwc(self._chw, indices), self.labels[indices]
 
+    def split(self, keep, held, evaluation: ArrayDataset) -> tuple[ArrayDataset, ArrayDataset]:
+        """(the images at ``keep`` with this set's transform, those at ``held`` with the
+        transform of ``evaluation``): a validation split (``bundles.hold_out``)."""
+        images = self.images
+        return (ArrayDataset(images[keep], self.labels[keep], self.transform),
+                ArrayDataset(images[held], self.labels[held], evaluation.transform))
+
 
 class SegArrayDataset(Dataset):
     """Images uint8 (N, H, W, 3) and masks uint8 (N, H, W); items are (float CHW, int64 HxW mask).

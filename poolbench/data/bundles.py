@@ -47,6 +47,12 @@ class DatasetBundle:
     class_names: tuple[str, ...]
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str = ""
+    evaluated: str = "test"   # what ``test`` holds: the test split, or a validation split (hold_out)
+
+    @property
+    def split_name(self) -> str:
+        """What an evaluation on ``test`` reads, in words: "shapes test split"."""
+        return f"{self.name} {self.evaluated} split"
 
     def eval_indices(self, limit: int | None = None) -> np.ndarray:
         """Positions in ``test`` of an evaluation subset: all, or ``limit`` evenly spaced ones.
@@ -93,6 +99,38 @@ def spread_indices(n: int, limit: int | None) -> np.ndarray:
     if limit >= n:
         return np.arange(n, dtype=np.int64)
     return np.floor((np.arange(limit) + 0.5) * (n / limit)).astype(np.int64)
+
+
+# the permutation a validation split is drawn from; a change of how it is drawn changes this, and
+# with it the data fingerprint of every held-out configuration (data.fingerprint)
+HOLDOUT_SPLIT = "permutation-v1"
+
+
+def holdout_indices(n: int, holdout: int, seed: int) -> np.ndarray:
+    """Positions of the ``holdout`` training images (out of ``n``) held out for validation,
+    sorted: the first ``holdout`` of a permutation of ``n`` drawn from the data seed, so that a
+    larger holdout of the same seed and training set contains every image of a smaller one."""
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, np.integer)) or holdout < 0:
+        raise UsageError(f"holdout must be a non-negative integer, got {holdout!r}")
+    if holdout >= n:
+        raise UsageError(f"cannot hold out {holdout} of {n} training images for validation: "
+                         "hold out fewer, or train on more (--train-size)")
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EA1])).permutation(n)
+    return np.sort(order[:holdout]).astype(np.int64)
+
+
+def hold_out(bundle: DatasetBundle, holdout: int, seed: int) -> DatasetBundle:
+    """``bundle`` with ``holdout`` of its training images moved into a validation split that
+    replaces its test split: the model trains on the rest (with the training transform) and is
+    evaluated on them with the test transform; the test split is left out of the bundle, so no
+    evaluation can read it. ``holdout`` 0 returns ``bundle`` unchanged."""
+    if not holdout:
+        return bundle
+    held = holdout_indices(len(bundle.train), holdout, seed)
+    rest = np.setdiff1d(np.arange(len(bundle.train)), held)
+    train, validation = bundle.train.split(rest, held, bundle.test)
+    config = {**bundle.config, "holdout": int(holdout), "holdout_split": HOLDOUT_SPLIT}
+    return dataclasses.replace(bundle, train=train, test=validation, evaluated="validation", config=config)
 
 
 def check_size(what: str, value) -> int | None:

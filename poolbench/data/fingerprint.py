@@ -86,6 +86,12 @@ def arrays_fingerprint(root: str | os.PathLike, pattern: str = "*.npy", what: st
     return _short(h)
 
 
+def held_out_fingerprint(whole: str, holdout: int, split: str) -> str:
+    """The fingerprint of a validation split: of the whole set's fingerprint, how many
+    training images are held out and how they are drawn (``bundles.HOLDOUT_SPLIT``)."""
+    return _short(hashlib.sha256(f"{whole}\0holdout\0{int(holdout)}\0{split}".encode()))
+
+
 def folder_fingerprint(path: str | os.PathLike, what: str = "data folder") -> str:
     """An official -C/-P set: its .npy arrays (CIFAR-10-C/-P), else its image tree (ImageNet-C)."""
     folder = Path(path).expanduser()

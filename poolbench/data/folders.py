@@ -75,6 +75,12 @@ class ImageListDataset(Dataset):
             return to_unit_float(torch.from_numpy(chw)), target
         return self.transform(img), target
 
+    def split(self, keep, held, evaluation: ImageListDataset) -> tuple[ImageListDataset, ImageListDataset]:
+        """(the files at ``keep`` with this set's transform, those at ``held`` with the
+        evaluation geometry of ``evaluation``): a validation split (``bundles.hold_out``)."""
+        return (ImageListDataset([self.samples[i] for i in keep], transform=self.transform),
+                ImageListDataset([self.samples[i] for i in held], geometry=evaluation.geometry))
+
     def uint8_arrays(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.geometry is None:
             raise UsageError("uint8 arrays come from the evaluation split only: use bundle.eval_arrays()")

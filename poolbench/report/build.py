@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from ..errors import UsageError
 from ..registry import canonical_spec
+from ..selection import SUITE as SELECTION
 from ..store import ROW_COLUMNS
 from ..suites.base import ALEXNET, DEFAULT_REFERENCE
 from ..suites.intervals import METHOD_NOTE
@@ -71,6 +72,8 @@ def _build(frame: pd.DataFrame, store, paths: list, out_path: Path, *, title: st
     refs["efficiency"] = recorded_reference(frame, "efficiency", "baseline")
     errors = frame["error"].fillna("").astype(str) != ""
     good = frame[~errors]      # (metric "error" is also robustness's error per corruption)
+    if "split" in good.columns:  # the candidates of --recipe tuned: validation errors, never results
+        good = good[good["split"].fillna("") != "validation"]
     ctx = ReportContext(rows=good, out=out_path, references=refs, store=store,
                         baseline=refs["robustness"] if refs["robustness"] != "alexnet" else DEFAULT_REFERENCE,
                         styles=plots.pool_styles(frame["pool"].dropna().astype(str)),
@@ -82,14 +85,18 @@ def _build(frame: pd.DataFrame, store, paths: list, out_path: Path, *, title: st
     doc.para(f"Built by poolbench's report builder from the {len(frame)} result rows under "
              f"{where}; every row is in `results.csv` and `results.json` (tidy: one measured value per row).")
     _overview(doc, frame, good)
-    _certainty_header(doc, good)
+    _certainty_header(doc, good[good["suite"] != SELECTION])  # its seed is the selection's
     _environment(doc, frame)
     _commands(doc, commands)
 
     order = suite_order()
     present = [s for s in order if (good["suite"] == s).any()]
     others = sorted(set(good["suite"].dropna().astype(str)) - set(order))
-    for name in order + others:
+    sections = order + others
+    if SELECTION in others and "accuracy" in order:  # the tuned recipe beside the accuracy it changes
+        sections.remove(SELECTION)
+        sections.insert(sections.index("accuracy") + 1, SELECTION)
+    for name in sections:
         doc.within(suite=name, rows=good[good["suite"] == name])
         doc.heading(title_of(name), 2)
         if name not in present and name not in others:
@@ -283,6 +290,8 @@ def _failures(doc: Document, failed: pd.DataFrame) -> None:
     for _, row in failed.iterrows():
         where = " / ".join(str(row[c]) for c in ("suite", "pool", "model", "dataset")
                            if c in row and pd.notna(row[c]))
+        if row.get("split") == "validation":  # a candidate of --recipe tuned, not a result
+            where += f" (validation candidate, lr {row.get('lr')})"
         message = re.sub(r"\s+", " ", str(row.get("error") or "no message"))
         items.append(f"{where}: {message}")
     doc.bullets(sorted(dict.fromkeys(items)))

@@ -65,14 +65,24 @@ def groups(frame: pd.DataFrame, recipes: dict | None = None) -> list[tuple[str |
         label, suffix = f"{model} on {dataset}", f"-{slug(model)}-{slug(dataset)}"
         per_pool = recipe[mask].groupby(frame.loc[mask, "pool"].astype(str)).nunique()
         if (per_pool <= 1).all():
-            out.append((label, suffix, frame[mask]))
+            out.append((label + _per_pool(recipe[mask], frame.loc[mask, "pool"]), suffix, frame[mask]))
             continue
         split, kinds = True, sorted(recipe[mask].unique())
         for kind, text in zip(kinds, recipe_differences([json.loads(k) for k in kinds])):
             out.append((f"{label}, {text}", f"{suffix}-{digest(kind, 8)}", frame[mask & (recipe == kind)]))
-    if len(out) == 1 and not split:
+    if len(out) == 1 and not split and out[0][0] == label:
         return [(None, "", frame)]
     return out
+
+
+def _per_pool(recipe: pd.Series, pools: pd.Series) -> str:
+    """", recipe per pool: lift lr=0.1; max lr=0.025" where the pools of one table were trained
+    with different recipes (``--recipe tuned``), else ""."""
+    mine = {str(p): json.loads(k) for p, k in zip(pools, recipe)}
+    if len({canonical_json(r) for r in mine.values()}) < 2:
+        return ""
+    texts = recipe_differences(list(mine.values()))
+    return ", recipe per pool: " + "; ".join(f"{p} {t}" for p, t in sorted(zip(mine, texts)))
 
 
 def _shared(recipe: dict) -> dict:

@@ -14,6 +14,7 @@ import pandas as pd
 from .. import metrics
 from ..canonical import canonical_json
 from ..errors import UsageError
+from ..selection import SUITE as SELECTION
 from ..suites import get_suite, list_suites
 from ..suites.base import with_reference
 from ..suites.robustness import HARSHNESS_NOTE
@@ -33,6 +34,8 @@ from .context import (
 )
 from .efficiency import efficiency_section
 from .markdown import Document, code_span
+from .recipes import TITLE as SELECTION_TITLE
+from .recipes import selection_section
 from .tables import sort_pools
 
 
@@ -43,6 +46,8 @@ def suite_order() -> list[str]:
 
 def title_of(name: str) -> str:
     """A section's heading: the suite's ``title``, else its name (a suite no longer registered)."""
+    if name == SELECTION:  # the choice records of --recipe tuned: no suite of their own
+        return SELECTION_TITLE
     try:
         return get_suite(name).title or name
     except UsageError:
@@ -359,4 +364,5 @@ RENDERERS = {
     "perturbation": perturbation_section,
     "segmentation": segmentation_section,
     "efficiency": efficiency_section,
+    SELECTION: selection_section,
 }

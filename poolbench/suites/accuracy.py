@@ -43,7 +43,7 @@ class AccuracySuite(TrainedSuite):
 
     def evaluate(self, cell: dict, ctx, cfg, bundle, result) -> Measured | list[dict]:
         logits, labels = predict_dataset(result.model, bundle.test, ctx.device, progress=ctx.progress,
-                                         desc=f"eval {cfg.pool}")
+                                         desc=f"eval {cfg.pool}", what=bundle.split_name)
         base = train_columns(cfg)
         arrays = {"labels": labels.numpy(), "clean": top_classes(logits)}
         top5_wrong = (arrays["clean"] != arrays["labels"][:, None]).all(axis=1)

@@ -134,8 +134,12 @@ AMP_DTYPES = {"off": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def train_columns(cfg: TrainConfig) -> dict:
+    """The columns of a trained model's rows; a model trained with a validation split says so
+    (``holdout``, ``split``) and with which learning rate, so that its rows are never read as
+    test results (the report keeps them for the recipe selection)."""
+    held = {"holdout": cfg.holdout, "split": "validation", "lr": cfg.lr} if cfg.holdout else {}
     return {**pool_columns(cfg.pool), "model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed,
-            "dtype": AMP_DTYPES[cfg.amp], "memory_format": "channels_last"}
+            "dtype": AMP_DTYPES[cfg.amp], "memory_format": "channels_last", **held}
 
 
 def trained_with(info: dict, eval_device: str) -> dict:
@@ -155,16 +159,17 @@ def _ran_in_training(info: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _bundle(dataset: str, data_seed: int, train_size, test_size, data_root):
+def _bundle(dataset: str, data_seed: int, train_size, test_size, data_root, holdout: int = 0):
     cfg = TrainConfig(dataset=dataset, data_seed=data_seed, train_size=train_size, test_size=test_size,
-                      batch_size=1)
+                      batch_size=1, holdout=holdout)
     return load_bundle(cfg, data_root)
 
 
 def bundle_for(cfg: TrainConfig, data_root: str | None):
     """The dataset of a training config, loaded once per process (and once for all its
-    training seeds: the data come from ``data_seed``)."""
-    return _bundle(cfg.dataset, cfg.data_seed, cfg.train_size, cfg.test_size, data_root)
+    training seeds: the data come from ``data_seed``); with a holdout, its validation split
+    in place of the test split."""
+    return _bundle(cfg.dataset, cfg.data_seed, cfg.train_size, cfg.test_size, data_root, cfg.holdout)
 
 
 def training_rows(base: dict, result) -> list[dict]:

@@ -218,7 +218,8 @@ class RobustnessSuite(TrainedSuite):
             return generate(cache_dir=root)
 
     def _imagenet_c(self, cell, ctx, bundle, model, base):
-        logits, labels = predict_dataset(model, bundle.test, ctx.device, progress=ctx.progress, desc="clean")
+        logits, labels = predict_dataset(model, bundle.test, ctx.device, progress=ctx.progress, desc="clean",
+                                         what=bundle.split_name)
         preds = {"labels": labels.numpy(), "clean": top_classes(logits)}
         rows = [make_row(base, "clean_error", 100 * metrics.top1_error(logits, labels), "%", len(labels),
                          predictions="clean")]

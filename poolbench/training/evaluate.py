@@ -45,13 +45,23 @@ def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256
 
 @torch.no_grad()
 def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: int = 256,
-                    progress: bool = False, desc: str = "eval", workers: int = 0):
-    """(logits, labels) over a Dataset yielding (image in [0, 1], label), in dataset order."""
+                    progress: bool = False, desc: str = "eval", workers: int = 0,
+                    what: str = "the evaluation set"):
+    """(logits, labels) over a Dataset yielding (image in [0, 1], label), in dataset order.
+    An image that is not finite (NaN, inf) is refused in one line naming ``what`` (the dataset
+    and its split): a model's output on it would count as a prediction."""
     model.eval()
     fmt = memory_format_for(device)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     logits, labels = [], []
+    seen = 0
     for batch, target in tqdm(loader, disable=not progress, desc=desc, leave=False, mininterval=1.0):
+        finite = torch.isfinite(batch).flatten(1).all(1)
+        if not bool(finite.all()):
+            first = seen + int((~finite).nonzero()[0, 0])
+            raise UsageError(f"{what} holds images with non-finite pixels (NaN or inf; the first is image "
+                             f"{first}): the evaluation refuses them; check or replace that data")
+        seen += len(batch)
         logits.append(model(batch.to(device).contiguous(memory_format=fmt)).float().cpu())
         labels.append(torch.as_tensor(target))
     if not logits:

@@ -105,7 +105,7 @@ def load_bundle(cfg: TrainConfig, data_root: str | None = None):
             raise UsageError("dataset 'imagefolder' needs --data-root PATH (a tree with train/ and val/)")
         name = f"imagefolder:{data_root}"
     return load_dataset(name, root=data_root, seed=cfg.data_seed, train_size=cfg.train_size,
-                        test_size=cfg.test_size)
+                        test_size=cfg.test_size, holdout=cfg.holdout)
 
 
 # --- what is trained ---------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, cfg: TrainCo
 
 
 def classification_error(model: nn.Module, bundle, device: str) -> dict:
-    logits, labels = predict_dataset(model, bundle.test, device)
+    logits, labels = predict_dataset(model, bundle.test, device, what=bundle.split_name)
     return {"test_error": 100 * topk_error(logits, labels, 1)}
 
 
