@@ -219,6 +219,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
         wctx = replace(ctx, threads=threads, progress=False)
         with worker_pool(workers, worker_devices(ctx.device, workers)) as pool:
             futures = {pool.submit(_execute, suite_name, cell, wctx): i for i, cell in todo}
+            _prepare(suite_name, [cell for _, cell in todo], replace(ctx, workers=1, progress=False), log)
             for fut in cf.as_completed(futures):
                 outcomes[futures[fut]] = fut.result()
                 log(f"{suite_name}: cell {skipped + len(outcomes)}/{len(cells)} done")
@@ -232,6 +233,17 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     failed = sum(1 for r in rows if r.get("error"))
     return RunReport(rows=rows, computed=len(outcomes) - reused, skipped=skipped + reused, failed=failed,
                      submitted=len(todo) - len(outcomes))
+
+
+def _prepare(suite_name: str, cells: list[dict], ctx: RunContext, log) -> None:
+    """The suite's shared inputs, made in this process on one thread while the workers train.
+    A failure is logged, not raised: each cell that needs the input then makes it itself and
+    stores its own error row if that fails too."""
+    try:
+        with torch_threads(1):
+            get_suite(suite_name).prepare(cells, ctx)
+    except (PoolbenchError, OSError, RuntimeError, ValueError) as exc:
+        log(f"{suite_name}: could not prepare the cells' shared inputs here ({exc}); each cell makes them")
 
 
 def choose_executor(todo: int, ctx: RunContext, torchrun: bool = False) -> str:

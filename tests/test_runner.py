@@ -442,3 +442,40 @@ def test_auto_is_the_default_executor_and_sequential_for_timed_suites(monkeypatc
     for suite in ("accuracy", "efficiency"):
         api.run(suite, ["max"], results=str(tmp_path))
     assert seen == [("accuracy", "auto"), ("efficiency", "sequential")]
+
+
+def test_prepare_generates_each_corrupted_set_once_for_all_cells(fresh_cache, monkeypatch):
+    """The process executor's main process generates the set its workers' cells will read:
+    one set for every pool and seed of a dataset, none for on-the-fly corruptions."""
+    from poolbench.suites import robustness
+    made = []
+    real = robustness.generate_corrupted_set
+
+    def counting(*args, **kwargs):
+        made.append(kwargs.get("cache_dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(robustness, "generate_corrupted_set", counting)
+    suite = get_suite("robustness")
+    options = suite.options({"subset": 4, "corruptions": "gaussian_noise,contrast", "severities": [1]})
+    configs = [train_config({"train": TINY}, p, s) for p in ("max", "lift") for s in (0, 1)]
+    cells = suite.cells(configs, options)
+    suite.prepare(cells, RunContext(results="unused", progress=False))
+    assert made == [fresh_cache]
+    assert len(list((fresh_cache / "corruptions").rglob("*.npy"))) == 2
+    made.clear()
+    suite.prepare(cells, RunContext(results="unused", progress=False, corruption_on_the_fly=True))
+    assert made == []
+
+
+def test_a_failed_prepare_is_one_line_and_the_cells_still_run(monkeypatch):
+    from poolbench.suites.robustness import RobustnessSuite
+
+    def broken(self, cells, ctx):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(RobustnessSuite, "prepare", broken)
+    lines = []
+    runner._prepare("robustness", [], RunContext(results="unused"), lines.append)
+    assert lines == ["robustness: could not prepare the cells' shared inputs here (No space left on "
+                     "device); each cell makes them"]

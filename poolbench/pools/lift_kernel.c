@@ -22,10 +22,21 @@
 
 #define KMAX 16   /* lift_native.usable refuses longer kernels */
 #define VB 16     /* channel block: lift_native.usable asks for C % VB == 0 */
+/* The vector width is the target's own (16 floats with AVX-512, 8 with AVX, 4 otherwise): a
+ * GCC vector wider than the target's registers has its comparisons (every ReLU, the tanh's
+ * clamps) lowered lane by lane, which made the AVX2 build 2.5x slower. A block of VB channels
+ * is VB / VW vectors. */
+#if defined(__AVX512F__)
+#define VW 16
+#elif defined(__AVX__)
+#define VW 8
+#else
+#define VW 4
+#endif
 
-/* one channel block as a GCC/Clang vector: its sums stay in registers on any target */
-typedef float vf __attribute__((vector_size(4 * VB)));
-typedef int vi __attribute__((vector_size(4 * VB)));
+/* one vector of channels as a GCC/Clang vector: its sums stay in registers on any target */
+typedef float vf __attribute__((vector_size(4 * VW)));
+typedef int vi __attribute__((vector_size(4 * VW)));
 static inline vf ld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void st(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vsel(vi m, vf a, vf b) { return (vf)(((vi)a & m) | ((vi)b & ~m)); }
@@ -77,7 +88,7 @@ static void padded(const lifting_t *L, const float *a, long sa, const float **p)
 
 /* out[j] = base[j] + sign * t[j], t = tanh(w1 r), r = relu(conv_K(p)); keeps r and t
  * unless r is NULL.
- * Channels go in blocks of VB (C % VB == 0, lift_native.usable): the block's tap sum stays
+ * Channels go VW at a time (C % VB == 0, lift_native.usable): the vector's tap sum stays
  * in registers, and the fixed-size loops vectorise on any target. */
 static inline __attribute__((always_inline)) void
 branch_k(const lifting_t *L, const float *const *p, const float *wk, const float *w1,
@@ -89,7 +100,7 @@ branch_k(const lifting_t *L, const float *const *p, const float *wk, const float
     for (int j = 0; j < n; j += 2) {
         const int two = j + 1 < n;
         const float *const *pj = p + j;
-        for (int c0 = 0; c0 < C; c0 += VB) {
+        for (int c0 = 0; c0 < C; c0 += VW) {
             vf z0 = {0}, z1 = {0};
             for (int k = 0; k < K; k++) {
                 const vf w = ld(wk + (long)k * C + c0);
@@ -132,7 +143,7 @@ static void branch_relu(const lifting_t *L, const float *const *p, const float *
     const int n = L->n, C = L->C, K = L->K;
     const vf zero = {0};
     for (int j = 0; j < n; j++)
-        for (int c0 = 0; c0 < C; c0 += VB) {
+        for (int c0 = 0; c0 < C; c0 += VW) {
             vf zv = {0};
             for (int k = 0; k < K; k++) zv += ld(wk + (long)k * C + c0) * ld(p[j + k] + c0);
             st(r + (long)j * C + c0, vsel(zv > zero, zv, zero));
@@ -157,19 +168,23 @@ static void line_forward(const lifting_t *L, const float *x, long sx, float *s, 
     const int n = L->n, C = L->C;
     line_compute(L, x, sx, d, sd, s, ss, W, 0);
     if (!acc) return;
-    vf su = {0}, sp = {0};
+    /* one accumulator per vector of a block: lane l of su[b] sums channel b VW + l of every
+     * block, so these sums (and their order) are the same whatever VW is */
+    vf su[VB / VW] = {{0}}, sp[VB / VW] = {{0}};
     for (int j = 0; j < n; j++) {
         const float *sv = s + j * ss, *dv = d + j * sd, *ov = x + (2L * j + 1) * sx;
-        for (int c = 0; c < C; c += VB) {
+        for (int c = 0; c < C; c += VW) {
+            const int b = (c / VW) % (VB / VW);
             const vf q = ld(sv + c) - ld(ov + c), dd = ld(dv + c);
-            su += q * q;
-            sp += dd * dd;
+            su[b] += q * q;
+            sp[b] += dd * dd;
         }
     }
-    for (int c = 0; c < VB; c++) {
-        acc[0] += su[c];
-        acc[1] += sp[c];
-    }
+    for (int b = 0; b < VB / VW; b++)
+        for (int c = 0; c < VW; c++) {
+            acc[0] += su[b][c];
+            acc[1] += sp[b][c];
+        }
 }
 
 /* backward of out = base + sign * tanh(w1 relu(conv_K(p))) given the gradient gt of out:
@@ -180,7 +195,7 @@ branch_backward_k(const lifting_t *L, const float *const *p, const float *r, con
                   const float *gt, float sign, const float *wk, const float *w1, float *ga,
                   long sga, float *gz, float *gwk, float *gw1, const int K) {
     const int n = L->n, C = L->C;
-    for (int c0 = 0; c0 < C; c0 += VB) {   /* gradient of the pre-activation, and of w1 */
+    for (int c0 = 0; c0 < C; c0 += VW) {   /* gradient of the pre-activation, and of w1 */
         vf acc = {0};
         const vf w1c = ld(w1 + c0), zero = {0};
         for (int j = 0; j < n; j++) {
@@ -192,7 +207,7 @@ branch_backward_k(const lifting_t *L, const float *const *p, const float *r, con
         }
         st(gw1 + c0, ld(gw1 + c0) + acc);
     }
-    for (int c0 = 0; c0 < C; c0 += VB) {   /* taps: sum_j gz[j] * p[j + k], K independent sums */
+    for (int c0 = 0; c0 < C; c0 += VW) {   /* taps: sum_j gz[j] * p[j + k], K independent sums */
         vf acc[KMAX];
         for (int k = 0; k < K; k++) acc[k] = (vf){0};
         for (int j = 0; j < n; j++) {
@@ -211,7 +226,7 @@ branch_backward_k(const lifting_t *L, const float *const *p, const float *r, con
         if (i < 0) continue;
         float *gi = ga + i * sga;
         if (q >= K - 1 && q < n) {
-            for (int c0 = 0; c0 < C; c0 += VB) {
+            for (int c0 = 0; c0 < C; c0 += VW) {
                 vf acc = ld(gi + c0);
                 for (int k = 0; k < K; k++)
                     acc += ld(wk + (long)k * C + c0) * ld(gz + (long)(q - k) * C + c0);
@@ -220,7 +235,7 @@ branch_backward_k(const lifting_t *L, const float *const *p, const float *r, con
             continue;
         }
         const int klo = q - n + 1 > 0 ? q - n + 1 : 0, khi = q < K - 1 ? q : K - 1;
-        for (int c0 = 0; c0 < C; c0 += VB) {
+        for (int c0 = 0; c0 < C; c0 += VW) {
             vf acc = ld(gi + c0);
             for (int k = klo; k <= khi; k++)
                 acc += ld(wk + (long)k * C + c0) * ld(gz + (long)(q - k) * C + c0);
@@ -252,7 +267,7 @@ static void line_restore(const lifting_t *L, const float *x, long sx, const floa
         const long o = (long)j * C;
         const float *restrict ev = x + (2L * j) * sx, *restrict ov = x + (2L * j + 1) * sx;
         const float *restrict sv = s + j * ss, *restrict dv = d + j * sd;
-        for (int c = 0; c < C; c += VB) {
+        for (int c = 0; c < C; c += VW) {
             const vf d0 = ld(dv + c), s0 = ld(sv + c);
             st(D + o + c, d0);
             st(S + o + c, s0);
@@ -286,7 +301,7 @@ static void line_backward(const lifting_t *L, const float *x, long sx, const flo
         const float *restrict ov = x + (2L * j + 1) * sx;
         const float *restrict gsv = gs ? gs + j * sgs : L->zero;
         const float *restrict gdv = gd ? gd + j * sgd : L->zero;
-        for (int c = 0; c < C; c += VB) {
+        for (int c = 0; c < C; c += VW) {
             st(GS + o + c, ld(gsv + c) + ku * (ld(S + o + c) - ld(ov + c)));
             st(GD + o + c, ld(gdv + c) + kp * ld(D + o + c));
         }
@@ -300,7 +315,7 @@ static void line_backward(const lifting_t *L, const float *x, long sx, const flo
         const long o = (long)j * C;
         const float *restrict ov = x + (2L * j + 1) * sx;
         float *restrict go = gx + (2L * j + 1) * sgx, *restrict ge = gx + (2L * j) * sgx;
-        for (int c = 0; c < C; c += VB) {
+        for (int c = 0; c < C; c += VW) {
             st(go + c, ld(GD + o + c) - ku * (ld(S + o + c) - ld(ov + c)));
             st(ge + c, ld(GS + o + c));
         }
@@ -337,7 +352,7 @@ static void band_sum(const lifting_t *L, const float *x, long sx, int sel, float
     for (int j = 0; j < n; j++) {
         float *restrict yv = y + j * sy;
         const long o = (long)j * C;
-        for (int c = 0; c < C; c += VB) {
+        for (int c = 0; c < C; c += VW) {
             vf v = {0};
             if (add) v = ld(yv + c);        /* y is uninitialised before the first half */
             if (sel & 1) v += ld(S + o + c);

@@ -23,6 +23,7 @@ OpenMP gives a serial kernel, used only when torch runs on one thread.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -69,10 +70,10 @@ def _cpu_key() -> str:
     return f"{platform.machine()}|{flags}"
 
 
-def _build(cc: list[str], flags: tuple, extra: tuple = ()) -> Path:
+def _build(cc: list[str], flags: tuple, extra: tuple = (), source: Path = SOURCE) -> Path:
     """The compiled kernel for this source, compiler, flags and CPU (built unless cached):
     compiled with ``flags + extra``, linked with ``LINK + extra``."""
-    key = hashlib.sha256(b"|".join([SOURCE.read_bytes(), " ".join(flags + extra).encode(),
+    key = hashlib.sha256(b"|".join([source.read_bytes(), " ".join(flags + extra).encode(),
                                     " ".join(LINK).encode(), " ".join(cc).encode(),
                                     _cpu_key().encode()])).hexdigest()[:16]
     out = cache_dir() / "kernels" / f"lift_kernel-{key}.so"
@@ -83,7 +84,7 @@ def _build(cc: list[str], flags: tuple, extra: tuple = ()) -> Path:
     os.close(fd)
     obj = tmp[:-3] + ".o"
     try:
-        for command in ([*cc, *flags, *extra, "-c", str(SOURCE), "-o", obj],
+        for command in ([*cc, *flags, *extra, "-c", str(source), "-o", obj],
                         [*cc, *LINK, *extra, obj, "-o", tmp, "-lm"]):
             proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
@@ -95,6 +96,14 @@ def _build(cc: list[str], flags: tuple, extra: tuple = ()) -> Path:
             if os.path.exists(leftover):
                 os.unlink(leftover)
     return out
+
+
+def _build_any(cc: list[str], source: Path) -> Path:
+    """``_build`` with OpenMP, or without it where the compiler has none."""
+    try:
+        return _build(cc, FLAGS, OPENMP, source)
+    except RuntimeError:
+        return _build(cc, FLAGS, (), source)
 
 
 def _declare(lib) -> None:
@@ -118,11 +127,7 @@ def library():
                 _state["why"] = f"no C compiler ({cc[0]!r} not found)"
             else:
                 try:
-                    try:
-                        path = _build(cc, FLAGS, OPENMP)
-                    except RuntimeError:
-                        path = _build(cc, FLAGS)
-                    lib = ctypes.CDLL(str(path))
+                    lib = ctypes.CDLL(str(_build_any(cc, SOURCE)))
                     _declare(lib)
                     _state["lib"] = lib
                 except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
@@ -137,6 +142,32 @@ def library():
                               f"the torch fast path runs instead (slower on CPU); {fix}, or "
                               "POOLBENCH_NATIVE=0 to silence this", RuntimeWarning, stacklevel=3)
         return _state["lib"]
+
+
+def load(source: str | os.PathLike):
+    """Another version of ``lift_kernel.c`` built and loaded beside this one (with OpenMP where
+    the compiler has it), for ``using``: A/B timing of kernel changes. Raises RuntimeError
+    (one line) when it cannot be built."""
+    cc = shlex.split(os.environ.get("CC") or "cc")
+    try:
+        lib = ctypes.CDLL(str(_build_any(cc, Path(source))))
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"could not build {source}: {str(exc).splitlines()[0]}") from exc
+    _declare(lib)
+    return lib
+
+
+@contextlib.contextmanager
+def using(lib):
+    """Run ``lib`` (from ``load``) instead of this source's build inside the block."""
+    library()
+    with _lock:
+        previous, _state["lib"] = _state["lib"], lib
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["lib"] = previous
 
 
 def why() -> str:

@@ -71,6 +71,10 @@ class Suite(abc.ABC):
         """Pools the run needs beside the user's (a reference measured on the same images)."""
         return ()
 
+    def prepare(self, cells: list[dict], ctx) -> None:
+        """Make what several cells read (a generated corrupted set) before they need it; the
+        process executor runs this in its own process while the workers train. Default: none."""
+
     @abc.abstractmethod
     def cells(self, train_configs: list[TrainConfig], options) -> list[dict]:
         """JSON cells of the run; everything that changes a result is in the cell."""

@@ -200,6 +200,20 @@ class RobustnessSuite(TrainedSuite):
                                      severity=s, predictions=key, **engine))
         return Measured(rows, preds)
 
+    def prepare(self, cells, ctx) -> None:
+        """The generated corrupted sets of ``cells``, into the cache: a worker whose first model
+        is trained then reads the set, where it would generate it (the other worker waiting)."""
+        made = set()
+        for cell in cells:
+            if cell["corruption_source"] != "generated" or ctx.corruption_on_the_fly:
+                continue
+            cfg = train_config_of(cell)
+            bundle = bundle_for(cfg, ctx.data_root)
+            key = (id(bundle), digest({k: v for k, v in cell.items() if k != "train"}))
+            if key not in made:
+                made.add(key)
+                self._corrupted_set(cell, ctx, bundle, bundle.eval_arrays(cell["subset"]), cfg.data_seed)
+
     def _corrupted_set(self, cell, ctx, bundle, arrays, seed):
         if cell["corruption_source"].startswith("cifar-c"):
             clean_labels = bundle.eval_arrays(None).labels if len(bundle.test) <= 10000 else None

@@ -17,9 +17,11 @@ lift/max ratio of the step: the cost of training with LiftPool over max pooling.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import platform
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -29,7 +31,8 @@ from ..auxiliary import auxiliary_loss
 from ..config import TrainConfig
 from ..errors import UsageError
 from ..measure import CLOCKS, time_interleaved
-from ..registry import get_pool
+from ..pools import lift_native
+from ..registry import get_pool, parse_spec
 from ..training.loop import CLASSIFICATION, build_model, build_optimizer
 from ._command import CONTEXT, check_output_path, check_positive, run_command
 
@@ -164,16 +167,29 @@ class _Classes:
 
 def run_train_benchmark(pools=DEFAULT_TRAIN_POOLS, threads: int = 1, repeats: int = 10, warmup: int = 2,
                         clock: str | None = None, batch_size: int | None = None,
-                        model: str | None = None) -> dict:
-    """{pool: TimingStats} of the training step, timed round-robin with ``threads`` threads."""
+                        model: str | None = None, kernels: tuple[str, ...] = ()) -> dict:
+    """{pool: TimingStats} of the training step, timed round-robin with ``threads`` threads.
+    ``kernels``: other versions of ``lift_kernel.c``; each adds the step of every lift pool on
+    that build, as ``"<pool> [<file name>]"``, beside the step on this checkout's."""
     clock = clock or ("thread" if threads == 1 else "wall")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        steps = train_step_cases(pools, batch_size, model)
+        libs = {Path(source).name: lift_native.load(source) for source in kernels}
+        steps = {}
+        for spec, step in train_step_cases(pools, batch_size, model).items():
+            steps[spec] = step
+            if parse_spec(spec)[0] == "lift":   # each other build right after this one
+                steps.update({f"{spec} [{name}]": functools.partial(_step_on, lib, step)
+                              for name, lib in libs.items()})
         return time_interleaved(steps, repeats=repeats, warmup=warmup, clock=clock)
     finally:
         torch.set_num_threads(previous)
+
+
+def _step_on(lib, step) -> None:
+    with lift_native.using(lib):
+        step()
 
 
 def ratio_table(rows: list[dict], fast: str = "lift", ref: str = "lift:impl=reference",
@@ -261,14 +277,24 @@ def parse_pools(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--train", is_flag=True,
               help=f"time the training step of the default backbone with each pool instead "
                    f"(default pools: {';'.join(DEFAULT_TRAIN_POOLS)})")
-def command(threads, repeats, warmup, shapes, layouts, pools, clock, json_path, train):
+@click.option("--kernel", "kernels", multiple=True, metavar="PATH",
+              help="with --train: also time lift on this version of lift_kernel.c (e.g. from "
+                   "git show REV:poolbench/pools/lift_kernel.c), side by side; repeatable")
+def command(threads, repeats, warmup, shapes, layouts, pools, clock, json_path, train, kernels):
     check_positive("--threads", threads)
     check_positive("--repeats", repeats)
     check_positive("--warmup", warmup, minimum=0)
     check_output_path("--json", json_path)
     clock = clock or ("thread" if threads == 1 else "wall")
+    if kernels and not train:
+        raise UsageError("--kernel times the training step: add --train")
+    for source in kernels:
+        if not Path(source).is_file():
+            raise UsageError(f"--kernel {source}: no such file; pass a lift_kernel.c (e.g. git show "
+                             "REV:poolbench/pools/lift_kernel.c > old.c)")
     if train:
-        _train(parse_pools(pools, DEFAULT_TRAIN_POOLS), threads, repeats, warmup, clock, json_path)
+        _train(parse_pools(pools, DEFAULT_TRAIN_POOLS), threads, repeats, warmup, clock, json_path,
+               kernels)
         return
     layouts = parse_layouts(layouts)
     pools = parse_pools(pools, DEFAULT_POOLS)
@@ -288,11 +314,16 @@ def command(threads, repeats, warmup, shapes, layouts, pools, clock, json_path, 
                        "torch": torch.__version__, "rows": rows}, fh, indent=2)
 
 
-def _train(pools, threads, repeats, warmup, clock, json_path) -> None:
+def _train(pools, threads, repeats, warmup, clock, json_path, kernels=()) -> None:
     click.echo(f"poolbench bench lift --train: torch {torch.__version__}, threads={threads}, "
                f"repeats={repeats}, clock={clock}, backbone {TrainConfig().model}, batch "
                f"{TrainConfig().batch_size}, 32x32, {platform.processor() or platform.machine()}")
-    stats = run_train_benchmark(pools, threads, repeats, warmup, clock)
+    try:
+        stats = run_train_benchmark(pools, threads, repeats, warmup, clock, kernels=kernels)
+    except RuntimeError as exc:
+        if not kernels:
+            raise
+        raise UsageError(f"--kernel: {exc}; pass a lift_kernel.c that compiles") from exc
     base = pools[-1]
     for spec, st in stats.items():
         click.echo(f"{spec:>24s}  step {1e3 * st.median:8.1f} ms (min {1e3 * st.min:7.1f})  "

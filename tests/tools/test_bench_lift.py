@@ -29,3 +29,35 @@ def test_training_step_benchmark_prints_lift_over_max(capsys):
     assert bench_main(["--train", "--repeats", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "lift/max" in out and "backbone convnet, batch 32" in out
+
+
+def test_kernel_option_times_another_build_of_the_kernel_beside_this_one(tmp_path):
+    import pytest
+    import torch
+
+    from poolbench.errors import UsageError
+    from poolbench.pools import lift_native
+    from poolbench.registry import get_pool
+    from poolbench.tools.bench_lift import run_train_benchmark
+
+    if lift_native.library() is None:
+        pytest.skip(f"no native kernel here: {lift_native.why()}")
+    same = tmp_path / "same.c"
+    same.write_text(lift_native.SOURCE.read_text())
+    stats = run_train_benchmark(("lift", "max"), repeats=1, warmup=0, batch_size=4, kernels=(str(same),))
+    assert list(stats) == ["lift", "lift [same.c]", "max"]
+    # a build whose forward always fails shows that `using` runs it, and only inside the block
+    failing = tmp_path / "failing.c"
+    failing.write_text(lift_native.SOURCE.read_text().replace("int rc = 0;", "int rc = -1;"))
+    pool = get_pool("lift", 16)
+    x = torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last)
+    with lift_native.using(lift_native.load(failing)), pytest.raises(MemoryError):
+        pool(x)
+    assert pool(x).shape == (2, 16, 4, 4)
+    with pytest.raises(UsageError, match="no such file"):
+        bench_main_raising(["--train", "--kernel", str(tmp_path / "missing.c")])
+
+
+def bench_main_raising(argv):
+    from poolbench.tools.bench_lift import command
+    return command.main(argv, standalone_mode=False)
