@@ -217,6 +217,9 @@ def run_all_command() -> click.Command:
             if not get_suite(name).parallel:  # timed side by side: never spread over processes
                 params["executor"] = "sequential"
             if not isinstance(get_suite(name), TrainedSuite):  # no classifier's recipe to tune
+                if params.get("recipe") == "tuned":
+                    click.echo(f"note: {name} trains no classifier, so --recipe tuned does not apply "
+                               "to it: the shared recipe", err=True)
                 params["recipe"] = None
             try:
                 execute_suite(name, pools, as_json, wide, params)

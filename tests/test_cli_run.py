@@ -216,3 +216,20 @@ def test_shift_consistency(run):
     assert at0["diagonal_crop"] == at0["diagonal_roll"]
     acc0 = at0["diagonal_crop"]
     assert value_of(rows["avg"]["clean acc %"]) == pytest.approx(acc0, abs=0.006)
+
+
+def test_run_all_tuned_runs_suites_without_a_classifier_on_the_shared_recipe(monkeypatch, capsys):
+    from poolbench import cli
+    from poolbench.suites import get_suite, list_suites
+    from poolbench.suites.base import TrainedSuite
+
+    ran = {}
+    monkeypatch.setattr(cli, "execute_suite",
+                        lambda name, pools, as_json, wide, options: ran.setdefault(name, options["recipe"]))
+    assert main(["run", "all", "--pool", "lift", "--recipe", "tuned"]) == 0
+    trained = {n for n in list_suites() if isinstance(get_suite(n), TrainedSuite)}
+    assert trained and {n for n, r in ran.items() if r == "tuned"} == trained
+    others = set(list_suites()) - trained
+    assert others and all(ran[n] is None for n in others)
+    err = capsys.readouterr().err
+    assert all(f"note: {n} trains no classifier, so --recipe tuned does not apply" in err for n in others)
