@@ -225,6 +225,10 @@ def select(configs: list[TrainConfig], ctx: RunContext, executor: str,
     by_hash = dict(stored)
     for row in report.rows if report else []:
         by_hash.setdefault(row["config_hash"], []).append(row)
+    if report and not is_main_process():  # torchrun: rank 0 alone returns and stores the rows,
+        # and run_cells ended on a barrier after its last write
+        by_hash.update({h: store.read(CANDIDATES, h) for h in named
+                        if h not in by_hash and store.has(CANDIDATES, h)})
     waiting = [c for c in todo if cell_hash(CANDIDATES, c) not in by_hash]
     if waiting:  # Slurm without --wait: the choice waits for every candidate
         raise UsageError(f"{len(waiting)} candidate trainings of --recipe tuned are not finished (Slurm "

@@ -86,3 +86,23 @@ def test_torchrun_writes_resume_checkpoints_together(tmp_path):
     assert info["world_size"] == 2 and info["resume_checkpoints_written"] == 7 + 1 + 7
     assert [p["epoch"] for p in info["history"]] == [1, 2]
     assert not list((cache / "checkpoints").glob("*.state.pt"))
+
+
+def test_torchrun_recipe_tuned_does_not_leave_rank_1_without_the_candidates_rows(tmp_path):
+    """Regression: rank 1 got no rows back from the candidate trainings (rank 0 alone returns
+    them), took them for unfinished Slurm jobs and exited while rank 0 waited at a barrier."""
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
+           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "poolbench.cli", "run", "accuracy", "--pool", "max", "--recipe", "tuned", *TINY,
+           "--results", str(results), "--no-progress", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    chosen = out["selection"]["chosen"]["max"]
+    assert set(chosen["validation_error"]) == {"0.5", "1", "2"}
+    assert {r["lr"] for r in out["rows"]} == {chosen["lr"]}
+    choice = [json.loads(p.read_text()) for p in (results / "selection").glob("*.json")]
+    assert len(choice) == 1   # the choice was recorded once, by rank 0
+    assert all(r["world_size"] == 2 for r in out["rows"])
