@@ -13,15 +13,20 @@ pytestmark = pytest.mark.slow
 TINY = ["--train-size", "256", "--test-size", "64", "--epochs", "1", "--batch-size", "64", "--seeds", "1"]
 
 
-def test_torchrun_two_processes_write_each_cell_once(tmp_path):
+def _torchrun(tmp_path, *args):
+    """``poolbench run ARGS`` on two torchrun processes: (the finished process, results, cache)."""
     results, cache = tmp_path / "results", tmp_path / "cache"
     env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
            "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "poolbench.cli", "run", "accuracy", "--pool", "max", "--pool", "avg", *TINY,
-           "--results", str(results), "--no-progress", "--json"]
+           "-m", "poolbench.cli", "run", *args, "--results", str(results), "--no-progress", "--json"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, results, cache
+
+
+def test_torchrun_two_processes_write_each_cell_once(tmp_path):
+    proc, results, cache = _torchrun(tmp_path, "accuracy", "--pool", "max", "--pool", "avg", *TINY)
 
     # one JSON document on stdout: rank 1 prints nothing
     printed = json.loads(proc.stdout)["rows"]
@@ -48,15 +53,9 @@ def test_torchrun_two_processes_write_each_cell_once(tmp_path):
 
 def test_torchrun_trains_one_segnet_across_two_processes(tmp_path):
     """The SegNet trains in the same loop as the classifiers: DDP under torchrun, rank 0 writes."""
-    results, cache = tmp_path / "results", tmp_path / "cache"
-    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
-           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "poolbench.cli", "run", "segmentation", "--variants", "max_unpool", "--no-reconstruction",
-           "--train-size", "32", "--test-size", "8", "--epochs", "1", "--batch-size", "8", "--seed", "0",
-           "--results", str(results), "--no-progress", "--json"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, results, cache = _torchrun(
+        tmp_path, "segmentation", "--variants", "max_unpool", "--no-reconstruction", "--train-size", "32",
+        "--test-size", "8", "--epochs", "1", "--batch-size", "8", "--seed", "0")
     printed = json.loads(proc.stdout)["rows"]  # one JSON document: rank 1 prints nothing
     assert {r["up_pool"] for r in printed} == {"max_unpool"} and {r["seed"] for r in printed} == {0}
     assert all(r["world_size"] == 2 and r["error"] == "" for r in printed)
@@ -70,15 +69,9 @@ def test_torchrun_trains_one_segnet_across_two_processes(tmp_path):
 def test_torchrun_writes_resume_checkpoints_together(tmp_path):
     """Resume checkpoints under DDP: every process takes part in each snapshot (their random
     states are gathered; rank 0's clock decides when, mid-epoch), rank 0 writes it."""
-    results, cache = tmp_path / "results", tmp_path / "cache"
-    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
-           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "poolbench.cli", "run", "accuracy", "--pool", "max", "--train-size", "512",
-           "--test-size", "64", "--epochs", "2", "--batch-size", "64", "--checkpoint-minutes", "1e-9",
-           "--seeds", "1", "--results", str(results), "--no-progress", "--json"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, results, cache = _torchrun(
+        tmp_path, "accuracy", "--pool", "max", "--train-size", "512", "--test-size", "64", "--epochs", "2",
+        "--batch-size", "64", "--checkpoint-minutes", "1e-9", "--seeds", "1")
     (info,) = [json.loads(p.read_text())["info"] for p in (cache / "checkpoints").glob("*.json")]
     # 8 steps per epoch (256 images and 32 a batch per process): mid-epoch after each step but
     # the last (the divergence checks, every step on CPU), then the epoch end; none at the last
@@ -91,14 +84,7 @@ def test_torchrun_writes_resume_checkpoints_together(tmp_path):
 def test_torchrun_recipe_tuned_does_not_leave_rank_1_without_the_candidates_rows(tmp_path):
     """Regression: rank 1 got no rows back from the candidate trainings (rank 0 alone returns
     them), took them for unfinished Slurm jobs and exited while rank 0 waited at a barrier."""
-    results, cache = tmp_path / "results", tmp_path / "cache"
-    env = {**os.environ, "POOLBENCH_CACHE": str(cache), "PYTHONUNBUFFERED": "1",
-           "POOLBENCH_DIST_TIMEOUT_MIN": "5"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           "-m", "poolbench.cli", "run", "accuracy", "--pool", "max", "--recipe", "tuned", *TINY,
-           "--results", str(results), "--no-progress", "--json"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, results, cache = _torchrun(tmp_path, "accuracy", "--pool", "max", "--recipe", "tuned", *TINY)
     out = json.loads(proc.stdout)
     chosen = out["selection"]["chosen"]["max"]
     assert set(chosen["validation_error"]) == {"0.5", "1", "2"}
