@@ -175,7 +175,7 @@ def run_train_benchmark(pools=DEFAULT_TRAIN_POOLS, threads: int = 1, repeats: in
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        libs = {Path(source).name: lift_native.load(source) for source in kernels}
+        libs = {Path(source).name: _load(source) for source in kernels}
         steps = {}
         for spec, step in train_step_cases(pools, batch_size, model).items():
             steps[spec] = step
@@ -185,6 +185,13 @@ def run_train_benchmark(pools=DEFAULT_TRAIN_POOLS, threads: int = 1, repeats: in
         return time_interleaved(steps, repeats=repeats, warmup=warmup, clock=clock)
     finally:
         torch.set_num_threads(previous)
+
+
+def _load(source: str):
+    try:
+        return lift_native.load(source)
+    except RuntimeError as exc:   # the compiler's first error line
+        raise UsageError(f"--kernel: {exc}; pass a lift_kernel.c that compiles") from exc
 
 
 def _step_on(lib, step) -> None:
@@ -318,12 +325,7 @@ def _train(pools, threads, repeats, warmup, clock, json_path, kernels=()) -> Non
     click.echo(f"poolbench bench lift --train: torch {torch.__version__}, threads={threads}, "
                f"repeats={repeats}, clock={clock}, backbone {TrainConfig().model}, batch "
                f"{TrainConfig().batch_size}, 32x32, {platform.processor() or platform.machine()}")
-    try:
-        stats = run_train_benchmark(pools, threads, repeats, warmup, clock, kernels=kernels)
-    except RuntimeError as exc:
-        if not kernels:
-            raise
-        raise UsageError(f"--kernel: {exc}; pass a lift_kernel.c that compiles") from exc
+    stats = run_train_benchmark(pools, threads, repeats, warmup, clock, kernels=kernels)
     base = pools[-1]
     for spec, st in stats.items():
         click.echo(f"{spec:>24s}  step {1e3 * st.median:8.1f} ms (min {1e3 * st.min:7.1f})  "

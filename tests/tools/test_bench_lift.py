@@ -56,6 +56,10 @@ def test_kernel_option_times_another_build_of_the_kernel_beside_this_one(tmp_pat
     assert pool(x).shape == (2, 16, 4, 4)
     with pytest.raises(UsageError, match="no such file"):
         bench_main_raising(["--train", "--kernel", str(tmp_path / "missing.c")])
+    broken = tmp_path / "broken.c"
+    broken.write_text("int lift_forward(")
+    with pytest.raises(UsageError, match=r"--kernel: .*broken\.c.*error.*that compiles"):
+        run_train_benchmark(("lift", "max"), repeats=1, warmup=0, batch_size=4, kernels=(str(broken),))
 
 
 def bench_main_raising(argv):
