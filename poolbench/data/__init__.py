@@ -34,6 +34,7 @@ from .datasets import cifar_files, default_data_root, load_cifar
 from .fingerprint import files_fingerprint, folder_fingerprint, held_out_fingerprint, tree_fingerprint
 from .folders import load_imagefolder
 from .photos import GENERATOR as PHOTOS_GENERATOR
+from .photos import HOLDOUT_SPLIT as PHOTOS_HOLDOUT_SPLIT
 from .photos import load_photos
 from .shapes import load_shapes, load_shapes_seg
 from .synthetic import CLASS_NAMES as SHAPES_CLASS_NAMES
@@ -120,14 +121,16 @@ def load_dataset(
         real datasets: keep that many evenly spaced images (default: all).
     image_size: imagefolder only (default 224; below 128 uses the small-image transforms).
     download: CIFAR only; try torchvision's download when files are missing.
-    holdout: training images held out as a validation split drawn by ``seed``
-        (``bundles.hold_out``): the bundle trains on the rest and its ``test`` is the held-out
-        images, with the test transform; 0 (the default): the test split.
+    holdout: training images held out as a validation split drawn by ``seed``: the bundle
+        trains on the rest and its ``test`` is the held-out images, with the test transform;
+        0 (the default): the test split. ``photos`` holds out crops of cells of their own
+        (``photos.load_photos``), every other dataset images of its training set
+        (``bundles.hold_out``).
     """
-    return hold_out(_load(name, root, seed, train_size, test_size, image_size, download), holdout, seed)
+    return _load(name, root, seed, train_size, test_size, image_size, download, holdout)
 
 
-def _load(name, root, seed, train_size, test_size, image_size, download) -> DatasetBundle:
+def _load(name, root, seed, train_size, test_size, image_size, download, holdout) -> DatasetBundle:
     key, arg = _split_name(name)
     if key not in CLASSIFICATION_DATASETS:
         raise _unknown(key, "classification")
@@ -136,17 +139,19 @@ def _load(name, root, seed, train_size, test_size, image_size, download) -> Data
                          f"drop image_size")
     if arg is not None and key != "imagefolder":
         raise UsageError(f"dataset {key!r} takes no ':' argument (got {str(name)!r}): use {key!r}")
+    if key == "photos":  # by region: a held-out crop of a training cell is nearly a training crop
+        return load_photos(seed=seed, train_size=train_size, test_size=test_size, holdout=holdout)
     if key == "shapes":
-        return load_shapes(seed=seed, train_size=train_size, test_size=test_size)
-    if key == "photos":
-        return load_photos(seed=seed, train_size=train_size, test_size=test_size)
-    if key in ("cifar10", "cifar100"):
-        return load_cifar(key, root=root, train_size=train_size, test_size=test_size, download=download)
-    if not arg:
+        bundle = load_shapes(seed=seed, train_size=train_size, test_size=test_size)
+    elif key in ("cifar10", "cifar100"):
+        bundle = load_cifar(key, root=root, train_size=train_size, test_size=test_size, download=download)
+    elif not arg:
         raise UsageError("imagefolder needs a path: use imagefolder:PATH with PATH/train/<class>/ "
                          "and PATH/val/<class>/ (or a single PATH/<class>/ tree)")
-    return load_imagefolder(arg, image_size=224 if image_size is None else image_size,
-                            train_size=train_size, test_size=test_size)
+    else:
+        bundle = load_imagefolder(arg, image_size=224 if image_size is None else image_size,
+                                  train_size=train_size, test_size=test_size)
+    return hold_out(bundle, holdout, seed)
 
 
 def dataset_fingerprint(name: str, root: str | os.PathLike | None = None, *, download: bool = True,
@@ -158,7 +163,10 @@ def dataset_fingerprint(name: str, root: str | os.PathLike | None = None, *, dow
     line, even when results of a dataset of that name are stored.
     """
     whole = _fingerprint(name, root, download)
-    return held_out_fingerprint(whole, holdout, HOLDOUT_SPLIT) if holdout else whole
+    if not holdout:
+        return whole
+    split = PHOTOS_HOLDOUT_SPLIT if _split_name(name)[0] == "photos" else HOLDOUT_SPLIT
+    return held_out_fingerprint(whole, holdout, split)
 
 
 def _fingerprint(name, root, download) -> str:
