@@ -15,14 +15,40 @@ from ..errors import UsageError
 
 def small_train_transform(size: int = 32) -> Callable[[torch.Tensor], torch.Tensor]:
     """RandomCrop(size, padding=size/8) + RandomHorizontalFlip, then uint8 -> float [0, 1]."""
-    # imported on first use: torchvision would add about 1.4 s to every command's start
-    from torchvision.transforms import v2  # noqa: PLC0415
+    return PadCropFlip(size, size // 8)
 
-    return v2.Compose([
-        v2.RandomCrop(size, padding=size // 8),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-    ])
+
+class PadCropFlip:
+    """torchvision's ``v2.Compose([RandomCrop(size, padding=pad), RandomHorizontalFlip(),
+    ToDtype(float32, scale=True)])`` on a uint8 CHW image, draw for draw: the same three draws
+    from the global generator per image (top, left, flip), the same pixels, the same float
+    scaling (tests/data/test_data_datasets.py checks it against torchvision itself).
+
+    Why not torchvision's: its per-image dispatch cost 260 us an image against 60 here, about
+    1.3 s of every epoch of 8,000 images on one core, and importing it 1.4 s of every process
+    (docs/measurements.md, "Evaluation and augmentation on the CPU").
+    """
+
+    def __init__(self, size: int, pad: int):
+        self.size, self.pad = int(size), int(pad)
+
+    def __repr__(self) -> str:
+        return f"PadCropFlip(size={self.size}, pad={self.pad})"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        size, pad = self.size, self.pad
+        h, w = x.shape[-2:]
+        # the order and calls of RandomCrop.make_params, then RandomHorizontalFlip's draw
+        top = int(torch.randint(0, h + 2 * pad - size + 1, size=()))
+        left = int(torch.randint(0, w + 2 * pad - size + 1, size=()))
+        flip = bool(torch.rand(1) < 0.5)
+        y0, x0 = top - pad, left - pad                      # the crop's corner in x's pixels
+        sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y0 + size, h), min(x0 + size, w)
+        out = x.new_zeros((x.shape[0], size, size))          # the zero padding
+        out[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = x[:, sy0:sy1, sx0:sx1]
+        if flip:
+            out = out.flip(-1)
+        return out.to(torch.float32).mul_(1.0 / 255)         # ToDtype(scale=True): times 1/255
 
 
 def to_unit_float(x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +83,6 @@ class ArrayDataset(Dataset):
             raise UsageError(f"ArrayDataset got {len(images)} images but {len(labels)} labels")
         self._chw = _chw_tensor(images)  # one private copy, CHW for fast items
         self.labels = np.array(labels)
-        self._targets = torch.from_numpy(self.labels)
         self.transform = transform or to_unit_float
 
     @property
@@ -71,7 +96,7 @@ class ArrayDataset(Dataset):
         return len(self._chw)
 
     def __getitem__(self, i):
-        return self.transform(self._chw[i]), int(self._targets[i])
+        return self.transform(self._chw[i]), int(self.labels[i])
 
     def uint8_arrays(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return _hwc(self._chw, indices), self.labels[indices]

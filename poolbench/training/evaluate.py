@@ -1,9 +1,18 @@
-"""Evaluation: logits of a model over image arrays or a Dataset, batched, in input order."""
+"""Evaluation: logits of a model over image arrays or a Dataset, batched, in input order.
+
+Both entry points evaluate ``inference_copy(model)``: each BatchNorm that directly follows a
+convolution is folded into it, which on CPU makes evaluation 25-40% faster (docs/measurements.md,
+"Evaluation with folded batch norms"); the logits move by float rounding only (below 1e-5 on
+the convnet), the model itself is left as it is.
+"""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
@@ -19,8 +28,8 @@ def predict(model: nn.Module, images, device: str = "cpu", batch_size: int = 256
             progress: bool = False, desc: str = "eval") -> torch.Tensor:
     """Logits for ``images``: a float tensor (N, 3, H, W) in [0, 1] or uint8 (N, H, W, 3), in
     batches of at most ``batch_size`` images and ``EVAL_PIXELS`` pixels."""
-    model.eval()
     fmt = memory_format_for(device)
+    model = inference_copy(model, fmt)
     outs = []
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
@@ -50,8 +59,8 @@ def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: 
     """(logits, labels) over a Dataset yielding (image in [0, 1], label), in dataset order.
     An image that is not finite (NaN, inf) is refused in one line naming ``what`` (the dataset
     and its split): a model's output on it would count as a prediction."""
-    model.eval()
     fmt = memory_format_for(device)
+    model = inference_copy(model, fmt)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     logits, labels = [], []
     seen = 0
@@ -67,6 +76,24 @@ def predict_dataset(model: nn.Module, dataset, device: str = "cpu", batch_size: 
     if not logits:
         raise UsageError("the test set is empty; check the dataset and --test-size")
     return torch.cat(logits), torch.cat(labels)
+
+
+def inference_copy(model: nn.Module, memory_format=torch.contiguous_format) -> nn.Module:
+    """A copy of ``model`` in eval mode with every ``Conv2d`` directly followed by a
+    ``BatchNorm2d`` in an ``nn.Sequential`` folded into one convolution (the batch norm's
+    running statistics and affine in the convolution's weight and bias, the batch norm replaced
+    by ``nn.Identity``): in eval mode the same function, to float rounding, in one pass instead
+    of two. Pairs that are not adjacent in a Sequential (a ResNet block's ``conv1``/``bn1``)
+    stay as they are."""
+    folded = copy.deepcopy(model).eval()
+    for seq in folded.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d and bn.track_running_stats:
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+    return folded.to(memory_format=memory_format)
 
 
 def top_classes(logits: torch.Tensor, k: int = 5) -> np.ndarray:

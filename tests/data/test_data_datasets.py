@@ -337,6 +337,29 @@ def test_array_dataset_wraps_uint8_arrays():
         ds.ArrayDataset(images, [0, 1])
 
 
+@pytest.mark.parametrize("size", [32, 64, 13])
+def test_small_train_transform_equals_torchvision_draw_for_draw(size):
+    """The hand-written training transform against torchvision's v2 RandomCrop(padding=S/8) +
+    RandomHorizontalFlip + ToDtype(scale=True): the same images from the same global generator
+    state, and the generator left in the same state (every later draw of the run unchanged)."""
+    from torchvision.transforms import v2
+
+    oracle = v2.Compose([v2.RandomCrop(size, padding=size // 8), v2.RandomHorizontalFlip(),
+                         v2.ToDtype(torch.float32, scale=True)])
+    fast = ds.small_train_transform(size)
+    images = torch.randint(0, 256, (300, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    outs = {}
+    for name, fn in (("oracle", oracle), ("fast", fast)):
+        torch.manual_seed(size)
+        outs[name] = [fn(im) for im in images]
+        outs[name + " next draw"] = torch.rand(4)
+    assert torch.equal(outs["oracle next draw"], outs["fast next draw"])
+    for a, b in zip(outs["oracle"], outs["fast"]):
+        assert a.dtype == b.dtype == torch.float32 and torch.equal(a, b)
+    unchanged = sum(torch.equal(b, images[i].float().mul(1 / 255)) for i, b in enumerate(outs["fast"]))
+    assert unchanged < 75  # chance 1 / (2 (2 pad + 1)^2) each (centred, not mirrored): 1/162 at 32 px
+
+
 def test_default_data_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(ds.DATA_ROOT_ENV, str(tmp_path))
     assert ds.default_data_root() == tmp_path

@@ -453,15 +453,17 @@ def test_training_loader_settings(bundle):
 
 
 class _Recorder(nn.Module):
-    """A fixed per-image function that records the batch sizes it sees."""
+    """A fixed per-image function that records the batch sizes it sees (in a list its
+    evaluation copies share: predict evaluates a copy of the model)."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
         self.sizes: list[int] = []
+        sizes = self.sizes
+        self.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
 
     def forward(self, x):
-        self.sizes.append(x.shape[0])
         return self.conv(x).mean((2, 3))
 
 
