@@ -14,6 +14,7 @@ import hashlib
 import multiprocessing
 import os
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -100,17 +101,37 @@ def _execute(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], 
 
     Under the cell's lock in the store: a second run of the same cell (another command, another
     worker) waits for the first and reads its rows instead of computing them again."""
-    if _WORKER.get("device"):  # this worker's own GPU (--device cuda --workers N)
-        ctx = replace(ctx, device=_WORKER["device"])
-    keep_freed_memory()
-    with torch_threads(ctx.threads or _threads_here(1)):
+    with _here(ctx) as ctx:
         return _execute_here(suite_name, cell, ctx)
 
 
+def _train_ahead(suite_name: str, cell: dict, ctx: RunContext) -> None:
+    """Make the training ``cell`` needs (``Suite.train_ahead``) in a worker process. A failure
+    is left to the cell, which meets it again and stores its error row."""
+    with _here(ctx) as ctx:
+        _load_plugins(ctx)
+        with contextlib.suppress(PoolbenchError):
+            get_suite(suite_name).train_ahead(cell, ctx)
+
+
+@contextlib.contextmanager
+def _here(ctx: RunContext):
+    """``ctx`` as this process runs it: its own GPU in a worker (--device cuda --workers N),
+    its threads."""
+    if _WORKER.get("device"):
+        ctx = replace(ctx, device=_WORKER["device"])
+    keep_freed_memory()
+    with torch_threads(ctx.threads or _threads_here(1)):
+        yield ctx
+
+
+def _load_plugins(ctx: RunContext) -> None:
+    for item in ctx.plugins:  # a fresh worker process knows only built-in and entry-point pools
+        registry.load_plugin(item)
+
+
 def _execute_here(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], bool]:
-    if ctx.plugins:  # a fresh worker process knows only built-in and entry-point pools
-        for item in ctx.plugins:
-            registry.load_plugin(item)
+    _load_plugins(ctx)
     store = ResultStore(ctx.results)
     chash = cell_hash(suite_name, cell)
     # torchrun ranks compute one cell together: a lock per rank would deadlock them
@@ -218,10 +239,10 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
         threads = ctx.threads or _threads_here(workers)
         wctx = replace(ctx, threads=threads, progress=False)
         with worker_pool(workers, worker_devices(ctx.device, workers)) as pool:
-            futures = {pool.submit(_execute, suite_name, cell, wctx): i for i, cell in todo}
-            _prepare(suite_name, [cell for _, cell in todo], replace(ctx, workers=1, progress=False), log)
-            for fut in cf.as_completed(futures):
-                outcomes[futures[fut]] = fut.result()
+            for i, rows in _in_workers(pool, suite_name, todo, wctx,
+                                       lambda: _prepare(suite_name, [cell for _, cell in todo],
+                                                        replace(ctx, workers=1, progress=False), log)):
+                outcomes[i] = rows
                 log(f"{suite_name}: cell {skipped + len(outcomes)}/{len(cells)} done")
     else:
         outcomes.update(run_slurm(suite_name, todo, ctx, log))
@@ -233,6 +254,39 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     failed = sum(1 for r in rows if r.get("error"))
     return RunReport(rows=rows, computed=len(outcomes) - reused, skipped=skipped + reused, failed=failed,
                      submitted=len(todo) - len(outcomes))
+
+
+def _in_workers(pool: cf.ProcessPoolExecutor, suite_name: str, todo: list[tuple[int, dict]],
+                ctx: RunContext, prepare):
+    """Yield ``(index, outcome)`` of every cell as it finishes. The trainings the cells need go
+    first, each once (``Suite.training_key``); a cell is queued when its training is made,
+    behind the trainings still waiting, so that the evaluations fill the cores that trainings
+    of unequal length leave idle at the end (one worker training two LiftPool models and one
+    max while the other trains one and two: docs/measurements.md). ``prepare`` runs here
+    meanwhile."""
+    suite = get_suite(suite_name)
+    waiting: dict[str, list[tuple[int, dict]]] = {}
+    futures: dict[cf.Future, tuple[str, object]] = {}
+    for i, cell in todo:
+        key = suite.training_key(cell, ctx)
+        if key is None:
+            futures[pool.submit(_execute, suite_name, cell, ctx)] = ("cell", i)
+            continue
+        if key not in waiting:
+            futures[pool.submit(_train_ahead, suite_name, cell, ctx)] = ("training", key)
+        waiting.setdefault(key, []).append((i, cell))
+    prepare()
+    while futures:
+        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            kind, what = futures.pop(fut)
+            if kind == "cell":
+                yield what, fut.result()
+                continue
+            if isinstance(fut.exception(), BrokenProcessPool):  # a worker died: no cell can run
+                raise fut.exception()
+            for i, cell in waiting.pop(what):
+                futures[pool.submit(_execute, suite_name, cell, ctx)] = ("cell", i)
 
 
 def _prepare(suite_name: str, cells: list[dict], ctx: RunContext, log) -> None:

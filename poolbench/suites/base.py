@@ -24,8 +24,8 @@ from ..options import build_options, options_dict
 from ..pools.base import count_parameters
 from ..process import is_main_process
 from ..registry import canonical_spec, get_spec
-from ..store import Measured, make_row
-from ..training.cache import get_trained_model
+from ..store import Measured, config_hash, make_row
+from ..training.cache import checkpoint_path, get_trained_model
 from ..training.loop import load_bundle
 
 ALEXNET = "alexnet"
@@ -74,6 +74,17 @@ class Suite(abc.ABC):
     def prepare(self, cells: list[dict], ctx) -> None:
         """Make what several cells read (a generated corrupted set) before they need it; the
         process executor runs this in its own process while the workers train. Default: none."""
+
+    def training_key(self, cell: dict, ctx) -> str | None:
+        """The training ``cell`` still needs (a hash, equal for cells that share it), which
+        ``train_ahead`` makes in advance; None: the cell trains nothing, or its model is made."""
+        return None
+
+    def train_ahead(self, cell: dict, ctx) -> None:
+        """Make the training of ``training_key`` (train and cache the model), so that
+        ``run_cell`` then only reads it: the process executor trains every model first and
+        evaluates each once its model is made, so that evaluations fill the cores that
+        trainings of unequal length leave idle."""
 
     @abc.abstractmethod
     def cells(self, train_configs: list[TrainConfig], options) -> list[dict]:
@@ -231,6 +242,15 @@ class TrainedSuite(Suite):
     def cell_options(self, options) -> dict:
         """The options that change a result, as they go into every cell."""
         return options_dict(options)
+
+    def training_key(self, cell: dict, ctx) -> str | None:
+        if ctx.checkpoint_for(cell):
+            return None
+        cfg = train_config_of(cell)
+        return None if checkpoint_path(cfg).is_file() else config_hash(cfg.to_dict())
+
+    def train_ahead(self, cell: dict, ctx) -> None:
+        self.trained(cell, ctx)
 
     def trained(self, cell: dict, ctx):
         cfg = train_config_of(cell)
