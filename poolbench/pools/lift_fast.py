@@ -53,6 +53,8 @@ callables are not fused: the reference algorithm runs for them.
 """
 from __future__ import annotations
 
+import functools
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -85,10 +87,25 @@ def _pointwise_conv():
 
 _POINTWISE = _pointwise_conv()
 
-# Under torch.compile the fast path runs eagerly, as its own graph break: dynamo cannot trace
-# its hand-written Function (data-dependent weight folding, non-tensor state) and Inductor
-# failed on it; the compiled model around it keeps its graphs (tests/pools/test_lift_fast.py).
-_eager = torch.compiler.disable
+
+def _eager(fn):
+    """``torch.compiler.disable(fn)``: under torch.compile the fast path runs eagerly, as its
+    own graph break (dynamo cannot trace its hand-written Function: data-dependent weight
+    folding, non-tensor state; Inductor failed on it); the compiled model around it keeps its
+    graphs (tests/pools/test_lift_fast.py). Made at the first call with dynamo loaded, not at
+    import: ``disable`` imports dynamo, 1.5-3 s of the start of every process, and a process
+    that has not loaded dynamo is compiling nothing."""
+    disabled = []
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))
+        return disabled[0](*args, **kwargs)
+
+    return call
 
 
 def _is_cl(t: Tensor) -> bool:

@@ -13,7 +13,6 @@ import warnings
 from functools import lru_cache
 
 import torch
-import torchvision.io as tvio
 
 from ..corruption_params import VARIANTS
 from . import ops, rng
@@ -38,6 +37,10 @@ def saturate(x, c, ctx):
 
 
 def jpeg_compression(x, c, ctx):
+    # imported on first use: torchvision (and the torch._dynamo it loads) would add about 2.5 s
+    # to every command's start, worker processes included
+    import torchvision.io as tvio  # noqa: PLC0415
+
     images = x.round().clamp(0, 255).to(torch.uint8).cpu()
     with warnings.catch_warnings():  # torchvision 0.29 announces a move to torchcodec
         warnings.simplefilter("ignore", DeprecationWarning)
