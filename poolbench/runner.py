@@ -8,39 +8,38 @@ executor is resumable: a rerun skips finished cells.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import enum
 import hashlib
 import multiprocessing
 import os
 import sys
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from . import registry, slurm
 from .atomic import remove_stale_temps
-from .errors import PoolbenchError, UsageError, install_one_line_warnings
-from .implementations import columns, mark, ran_since
-from .lifeline import exit_with_parent
-from .process import (
-    barrier,
-    default_threads,
-    dist_info,
-    file_lock,
-    free_cores,
-    is_main_process,
-    keep_freed_memory,
-    torch_threads,
-    worker_devices,
+from .cell import (  # noqa: F401 - RunContext, cell_hash, cell_label, worker_device: the runner's API
+    _WORKER,
+    RunContext,
+    _threads_here,
+    cell_hash,
+    cell_label,
+    execute,
+    finished,
+    stamped,
+    train_ahead,
+    worker_device,
 )
+from .errors import PoolbenchError, UsageError, install_one_line_warnings
+from .lifeline import exit_with_parent
+from .process import barrier, free_cores, is_main_process, torch_threads, worker_devices
 from .slurm import SlurmOptions
-from .store import Measured, ResultStore, config_hash, provenance
+from .store import ResultStore
 from .suites import get_suite
 from .training.checkpoint import save_now
-from .training.runtime import TrainSettings
 
 
 class Executor(enum.StrEnum):
@@ -56,130 +55,12 @@ EXECUTORS = tuple(e.value for e in Executor)
 
 
 @dataclass
-class RunContext:
-    """Settings of a run that never change a result (so they stay out of the config hash)."""
-
-    results: str = "results"
-    device: str = "cpu"
-    data_root: str | None = None
-    progress: bool = True
-    checkpoint: str | None = None
-    corruption_data: str | None = None
-    perturbation_data: str | None = None
-    corruption_on_the_fly: bool = False   # robustness: generate inside the evaluation, no cache
-    threads: int | None = None
-    workers: int = 2
-    extra: dict = field(default_factory=dict)
-    plugins: tuple = ()  # plugin files/modules to load again in worker processes and jobs
-    checkpoint_pool: str | None = None  # the pool whose cells use --checkpoint (None: every cell)
-    train: TrainSettings = field(default_factory=TrainSettings)  # how models train here
-
-    def checkpoint_for(self, cell: dict) -> str | None:
-        """The --checkpoint file for this cell: only the named pool's, never the reference's."""
-        if not self.checkpoint:
-            return None
-        pool = cell.get("train", {}).get("pool")
-        return self.checkpoint if self.checkpoint_pool in (None, pool) else None
-
-
-@dataclass
 class RunReport:
     rows: list[dict]
     computed: int
     skipped: int
     failed: int
     submitted: int = 0   # cells left running on Slurm (--no-wait)
-
-
-def cell_hash(suite: str, cell: dict) -> str:
-    return config_hash({"suite": suite, **cell})
-
-
-def _execute(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], bool]:
-    """Run one cell and write its rows (rank 0 only under torchrun): (rows, computed here).
-    Used by every executor.
-
-    Under the cell's lock in the store: a second run of the same cell (another command, another
-    worker) waits for the first and reads its rows instead of computing them again."""
-    with _here(ctx) as ctx:
-        return _execute_here(suite_name, cell, ctx)
-
-
-def _train_ahead(suite_name: str, cell: dict, ctx: RunContext) -> None:
-    """Make the training ``cell`` needs (``Suite.train_ahead``) in a worker process. A failure
-    is left to the cell, which meets it again and stores its error row."""
-    with _here(ctx) as ctx:
-        _load_plugins(ctx)
-        with contextlib.suppress(PoolbenchError):
-            get_suite(suite_name).train_ahead(cell, ctx)
-
-
-@contextlib.contextmanager
-def _here(ctx: RunContext):
-    """``ctx`` as this process runs it: its own GPU in a worker (--device cuda --workers N),
-    its threads."""
-    if _WORKER.get("device"):
-        ctx = replace(ctx, device=_WORKER["device"])
-    keep_freed_memory()
-    with torch_threads(ctx.threads or _threads_here(1)):
-        yield ctx
-
-
-def _load_plugins(ctx: RunContext) -> None:
-    for item in ctx.plugins:  # a fresh worker process knows only built-in and entry-point pools
-        registry.load_plugin(item)
-
-
-def _execute_here(suite_name: str, cell: dict, ctx: RunContext) -> tuple[list[dict], bool]:
-    _load_plugins(ctx)
-    store = ResultStore(ctx.results)
-    chash = cell_hash(suite_name, cell)
-    # torchrun ranks compute one cell together: a lock per rank would deadlock them
-    lock = file_lock(store.path(suite_name, chash).with_name(f".{chash}")) if dist_info()[1] == 1 \
-        else contextlib.nullcontext()
-    with lock:
-        stored = _finished(store, suite_name, chash)
-        if stored is not None:
-            return stored, False
-        measured = _measure(suite_name, cell, ctx, chash)
-        if dist_info()[0] == 0:
-            store.write(suite_name, chash, {"suite": suite_name, **cell}, measured.rows, measured.arrays)
-    return measured.rows, True
-
-
-def _finished(store: ResultStore, suite_name: str, chash: str) -> list[dict] | None:
-    """The stored rows of a cell that finished without an error, else None."""
-    if not store.has(suite_name, chash):
-        return None
-    rows = store.read(suite_name, chash)
-    return None if any(r.get("error") for r in rows) else rows
-
-
-def _measure(suite_name: str, cell: dict, ctx: RunContext, chash: str) -> Measured:
-    suite = get_suite(suite_name)
-    before = mark()
-    try:
-        out = suite.run_cell(cell, ctx)
-    except UsageError:
-        raise
-    except PoolbenchError as exc:  # e.g. training diverged: an error row, never a silent number
-        out = [suite.error_row(cell, ctx, str(exc))]
-    rows, arrays = (out.rows, out.arrays) if isinstance(out, Measured) else (out, {})
-    return Measured(_stamped(suite_name, cell, ctx, chash, rows, ran_since(before)), arrays)
-
-
-def _stamped(suite_name: str, cell: dict, ctx: RunContext, chash: str, rows: list[dict], ran) -> list[dict]:
-    """``rows`` with the columns every row of the cell carries: what produced it and where."""
-    # what the data was (poolbench.data.fingerprint) goes into every row of the cell
-    prints = {k: v for k, v in cell.items() if k.endswith("_fingerprint")}
-    if "data_fingerprint" in cell.get("train", {}):
-        prints["data_fingerprint"] = cell["train"]["data_fingerprint"]
-    base = {
-        "suite": suite_name, "config_hash": chash, "device": ctx.device,
-        "threads": torch.get_num_threads(), "world_size": dist_info()[1], **prints, **provenance(),
-    }
-    base.update(columns(ran))  # operators with several implementations: which ran
-    return [{**base, **row} for row in rows]
 
 
 def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str = "sequential",
@@ -199,7 +80,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     todo, rows_by_index, skipped, retried = [], {}, 0, 0
     for i, cell in enumerate(cells):
         chash = cell_hash(suite_name, cell)
-        stored = _finished(store, suite_name, chash)
+        stored = finished(store, suite_name, chash)
         if stored is not None:
             rows_by_index[i] = stored
             skipped += 1
@@ -231,7 +112,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     outcomes = {}
     if executor == "sequential" or not todo:
         for i, cell in todo:
-            outcomes[i] = _execute(suite_name, cell, ctx)
+            outcomes[i] = execute(suite_name, cell, ctx)
             barrier()
     elif executor == "process":
         workers = max(1, min(ctx.workers, len(todo)))
@@ -241,7 +122,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
         with worker_pool(workers, worker_devices(ctx.device, workers)) as pool:
             for i, rows in _in_workers(pool, suite_name, todo, wctx,
                                        lambda: _prepare(suite_name, [cell for _, cell in todo],
-                                                        replace(ctx, workers=1, progress=False), log)):
+                                                        replace(ctx, workers=1, progress=False), log), log):
                 outcomes[i] = rows
                 log(f"{suite_name}: cell {skipped + len(outcomes)}/{len(cells)} done")
     else:
@@ -257,24 +138,25 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
 
 
 def _in_workers(pool: cf.ProcessPoolExecutor, suite_name: str, todo: list[tuple[int, dict]],
-                ctx: RunContext, prepare):
+                ctx: RunContext, prepare, log=lambda msg: None):
     """Yield ``(index, outcome)`` of every cell as it finishes. The trainings the cells need go
     first, each once (``Suite.training_key``); a cell is queued when its training is made,
     behind the trainings still waiting, so that the evaluations fill the cores that trainings
     of unequal length leave idle at the end (one worker training two LiftPool models and one
     max while the other trains one and two: docs/measurements.md). ``prepare`` runs here
-    meanwhile."""
+    meanwhile; ``log`` hears of each model made, the cells' own lines coming only after."""
     suite = get_suite(suite_name)
     waiting: dict[str, list[tuple[int, dict]]] = {}
     futures: dict[cf.Future, tuple[str, object]] = {}
     for i, cell in todo:
         key = suite.training_key(cell, ctx)
         if key is None:
-            futures[pool.submit(_execute, suite_name, cell, ctx)] = ("cell", i)
+            futures[pool.submit(execute, suite_name, cell, ctx)] = ("cell", i)
             continue
         if key not in waiting:
-            futures[pool.submit(_train_ahead, suite_name, cell, ctx)] = ("training", key)
+            futures[pool.submit(train_ahead, suite_name, cell, ctx)] = ("training", key)
         waiting.setdefault(key, []).append((i, cell))
+    trainings, made = len(waiting), 0
     prepare()
     while futures:
         done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
@@ -285,8 +167,13 @@ def _in_workers(pool: cf.ProcessPoolExecutor, suite_name: str, todo: list[tuple[
                 continue
             if isinstance(fut.exception(), BrokenProcessPool):  # a worker died: no cell can run
                 raise fut.exception()
-            for i, cell in waiting.pop(what):
-                futures[pool.submit(_execute, suite_name, cell, ctx)] = ("cell", i)
+            made += 1
+            cells = waiting.pop(what)
+            failed = fut.exception() or fut.result()
+            log(f"{suite_name}: model {made}/{trainings} " + (f"failed ({cell_label(cells[0][1])}: {failed})"
+                if failed else f"trained ({cell_label(cells[0][1])})"))
+            for i, cell in cells:
+                futures[pool.submit(execute, suite_name, cell, ctx)] = ("cell", i)
 
 
 def _prepare(suite_name: str, cells: list[dict], ctx: RunContext, log) -> None:
@@ -308,17 +195,7 @@ def choose_executor(todo: int, ctx: RunContext, torchrun: bool = False) -> str:
     return "process" if _free_cores_here() >= 2 else "sequential"
 
 
-_WORKER: dict = {}  # in a process-executor worker: {"device": the device its cells use}
-_THREADS: dict = {}  # workers -> the default thread count, measured once per process
 _FREE: dict = {}     # the free cores, measured once per process
-
-
-def _threads_here(workers: int) -> int:
-    """``process.default_threads`` measured the first time this process asks: later, the load
-    average counts this process's own training (``run all``, a session running suites)."""
-    if workers not in _THREADS:
-        _THREADS[workers] = default_threads(workers)
-    return _THREADS[workers]
 
 
 def _free_cores_here() -> int:
@@ -349,11 +226,6 @@ def _init_worker(run_pid: int, devices) -> None:
         torch.cuda.set_device(device)
 
 
-def worker_device() -> str | None:
-    """The device of this worker process (None outside a process-executor worker)."""
-    return _WORKER.get("device")
-
-
 def _file_sha256(path: str) -> str:
     try:
         with open(path, "rb") as fh:
@@ -379,24 +251,13 @@ class CellJob:
     requeue``) resumes from the last periodic checkpoint in the same way."""
 
     def __call__(self, suite_name: str, cell: dict, ctx: RunContext):
-        return _execute(suite_name, cell, ctx)
+        return execute(suite_name, cell, ctx)
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission
 
         save_now()
         return DelayedSubmission(self, *args, **kwargs)
-
-
-def cell_label(cell: dict) -> str:
-    """A cell in words, for logs and ``poolbench status``: its pool and training seed."""
-    train = cell.get("train", cell)
-    label = f"{train.get('pool', '?')} seed {train.get('seed', '?')}"
-    if train.get("holdout"):  # a candidate of --recipe tuned (poolbench.selection)
-        label += f" (validation, lr {train.get('lr'):g})"
-    if "candidates" in cell:  # the choice among them
-        label = f"{train.get('pool', '?')}: the learning rate chosen"
-    return label
 
 
 def run_slurm(suite_name: str, todo: list[tuple[int, dict]], ctx: RunContext, log) -> dict:
@@ -442,13 +303,13 @@ def run_slurm(suite_name: str, todo: list[tuple[int, dict]], ctx: RunContext, lo
             out[i] = result.value
             continue
         chash = cell_hash(suite_name, cells[i])
-        stored = _finished(store, suite_name, chash)  # another command computed it meanwhile
+        stored = finished(store, suite_name, chash)  # another command computed it meanwhile
         if stored is not None:
             out[i] = (stored, False)
             continue
         message = f"Slurm task {result.job_id} failed: {result.error} (log {result.log})"
         log(f"{suite_name}: {cell_label(cells[i])}: {message}")
-        rows = _stamped(suite_name, cells[i], ctx, chash,
+        rows = stamped(suite_name, cells[i], ctx, chash,
                         [get_suite(suite_name).error_row(cells[i], ctx, message)], {})
         store.write(suite_name, chash, {"suite": suite_name, **cells[i]}, rows)
         out[i] = (rows, True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from poolbench import api, registry, runner
+from poolbench import api, cell, registry, runner
 from poolbench.config import TrainConfig, train_config
 from poolbench.errors import UsageError
 from poolbench.pools import lift_native
@@ -280,11 +280,11 @@ def test_execute_runs_the_cell_on_the_worker_device_with_its_settings(tmp_path, 
         return []
 
     monkeypatch.setattr(AccuracySuite, "run_cell", fake_run_cell)
-    monkeypatch.setitem(runner._WORKER, "device", "cuda:1")
+    monkeypatch.setitem(cell._WORKER, "device", "cuda:1")
     before = torch.get_num_threads()
     ctx = RunContext(results=str(tmp_path), device="cuda", threads=1,
                      train=TrainSettings(checkpoint_minutes=3, eval_every=2))
-    runner._execute("accuracy", cells_for(["max"])[0], ctx)
+    cell.execute("accuracy", cells_for(["max"])[0], ctx)
     assert seen["device"] == "cuda:1" and seen["threads"] == 1
     assert seen["settings"].checkpoint_minutes == 3 and seen["settings"].eval_every == 2
     assert torch.get_num_threads() == before  # restored after the cell

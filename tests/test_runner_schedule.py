@@ -64,13 +64,13 @@ def schedule_suite():
 
 
 def test_trainings_go_first_each_once_and_cells_follow_their_own(schedule_suite, tmp_path):
-    cells = [{"name": p, "seed": s} for p, s in
+    cells = [{"name": p, "pool": p, "seed": s} for p, s in
              (("lift", 0), ("lift", 1), ("none", 0), ("max", 0), ("made", 0), ("bad", 0))]
     ctx = RunContext(results=str(tmp_path), progress=False, threads=1)
-    prepared = []
+    prepared, lines = [], []
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         done = dict(runner._in_workers(pool, "schedule", list(enumerate(cells)), ctx,
-                                       lambda: prepared.append(len(EVENTS))))
+                                       lambda: prepared.append(len(EVENTS)), lines.append))
     assert sorted(done) == list(range(6)) and all(computed for _, computed in done.values())
     assert EVENTS == [
         ("train", "lift"),                       # one training for the two lift cells
@@ -83,6 +83,9 @@ def test_trainings_go_first_each_once_and_cells_follow_their_own(schedule_suite,
         ("cell", "bad0"),                        # a failed training is the cell's to meet again
     ]
     assert prepared and prepared[0] <= 5  # the shared inputs are made before any waiting cell runs
+    # the user hears of each model while the cells' own lines wait for the evaluations
+    assert lines == ["schedule: model 1/3 trained (lift seed 0)", "schedule: model 2/3 trained (max seed 0)",
+                     "schedule: model 3/3 failed (bad seed 0: diverged)"]
 
 
 def test_a_cell_with_a_given_checkpoint_or_a_cached_model_trains_nothing_ahead(tmp_path, monkeypatch):
