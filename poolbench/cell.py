@@ -50,7 +50,7 @@ _WORKER: dict = {}  # in a process-executor worker: {"device": the device its ce
 _THREADS: dict = {}  # workers -> the default thread count, measured once per process
 
 
-def _threads_here(workers: int) -> int:
+def threads_here(workers: int) -> int:
     """``process.default_threads`` measured the first time this process asks: later, the load
     average counts this process's own training (``run all``, a session running suites)."""
     if workers not in _THREADS:
@@ -61,6 +61,11 @@ def _threads_here(workers: int) -> int:
 def worker_device() -> str | None:
     """The device of this worker process (None outside a process-executor worker)."""
     return _WORKER.get("device")
+
+
+def set_worker_device(device: str) -> None:
+    """Make this process a process-executor worker whose cells run on ``device``."""
+    _WORKER["device"] = device
 
 
 def cell_label(cell: dict) -> str:
@@ -110,7 +115,7 @@ def _here(ctx: RunContext):
     if _WORKER.get("device"):
         ctx = replace(ctx, device=_WORKER["device"])
     keep_freed_memory()
-    with torch_threads(ctx.threads or _threads_here(1)):
+    with torch_threads(ctx.threads or threads_here(1)):
         yield ctx
 
 

@@ -22,14 +22,14 @@ import torch
 from . import registry, slurm
 from .atomic import remove_stale_temps
 from .cell import (  # noqa: F401 - RunContext, cell_hash, cell_label, worker_device: the runner's API
-    _WORKER,
     RunContext,
-    _threads_here,
     cell_hash,
     cell_label,
     execute,
     finished,
+    set_worker_device,
     stamped,
+    threads_here,
     train_ahead,
     worker_device,
 )
@@ -117,7 +117,7 @@ def run_cells(suite_name: str, cells: list[dict], ctx: RunContext, executor: str
     elif executor == "process":
         workers = max(1, min(ctx.workers, len(todo)))
         # the free cores shared out, so that the workers never oversubscribe them
-        threads = ctx.threads or _threads_here(workers)
+        threads = ctx.threads or threads_here(workers)
         wctx = replace(ctx, threads=threads, progress=False)
         with worker_pool(workers, worker_devices(ctx.device, workers)) as pool:
             for i, rows in _in_workers(pool, suite_name, todo, wctx,
@@ -221,7 +221,7 @@ def _init_worker(run_pid: int, devices) -> None:
     exit_with_parent(run_pid)
     install_one_line_warnings()
     device = devices.get()
-    _WORKER["device"] = device
+    set_worker_device(device)
     if device.startswith("cuda:") and torch.cuda.is_available():
         torch.cuda.set_device(device)
 

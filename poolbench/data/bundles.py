@@ -110,13 +110,19 @@ def holdout_indices(n: int, holdout: int, seed: int) -> np.ndarray:
     """Positions of the ``holdout`` training images (out of ``n``) held out for validation,
     sorted: the first ``holdout`` of a permutation of ``n`` drawn from the data seed, so that a
     larger holdout of the same seed and training set contains every image of a smaller one."""
+    check_holdout(holdout, n)
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EA1])).permutation(n)
+    return np.sort(order[:holdout]).astype(np.int64)
+
+
+def check_holdout(holdout, n: int) -> int:
+    """``holdout`` as an int, if it leaves at least one of ``n`` training images to train on."""
     if isinstance(holdout, bool) or not isinstance(holdout, (int, np.integer)) or holdout < 0:
         raise UsageError(f"holdout must be a non-negative integer, got {holdout!r}")
     if holdout >= n:
         raise UsageError(f"cannot hold out {holdout} of {n} training images for validation: "
                          "hold out fewer, or train on more (--train-size)")
-    order = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EA1])).permutation(n)
-    return np.sort(order[:holdout]).astype(np.int64)
+    return int(holdout)
 
 
 def hold_out(bundle: DatasetBundle, holdout: int, seed: int) -> DatasetBundle:

@@ -70,7 +70,7 @@ import skimage.data
 
 from ..errors import UsageError
 from .arrays import ArrayDataset, small_train_transform
-from .bundles import DatasetBundle, check_size
+from .bundles import DatasetBundle, check_holdout, check_size
 
 # (class name, skimage.data function); the order is the label
 PHOTOS: tuple[tuple[str, str], ...] = (
@@ -244,13 +244,10 @@ def load_photos(*, seed: int = 0, train_size: int | None = None, test_size: int 
     train_size = check_size("train_size", train_size) or DEFAULT_TRAIN_SIZE
     test_size = check_size("test_size", test_size) or DEFAULT_TEST_SIZE
     seed = _check_int("seed", seed, minimum=0)
-    holdout = _check_int("holdout", holdout, minimum=0)
+    holdout = check_holdout(holdout, train_size)
     config = {"name": "photos", "seed": seed, "train_size": train_size, "test_size": test_size,
               "generator": GENERATOR}
     if holdout:
-        if holdout >= train_size:
-            raise UsageError(f"cannot hold out {holdout} of {train_size} training images for validation: "
-                             "hold out fewer, or train on more (--train-size)")
         config.update(holdout=holdout, holdout_split=HOLDOUT_SPLIT)
         (xtr, ytr), (xte, yte) = _generated(train_size - holdout, seed, "fit"), _generated(holdout, seed, "validation")
     else:

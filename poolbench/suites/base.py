@@ -24,7 +24,7 @@ from ..options import build_options, options_dict
 from ..pools.base import count_parameters
 from ..process import is_main_process
 from ..registry import canonical_spec, get_spec
-from ..store import Measured, config_hash, make_row
+from ..store import Measured, make_row
 from ..training.cache import checkpoint_path, get_trained_model
 from ..training.loop import load_bundle
 
@@ -246,8 +246,8 @@ class TrainedSuite(Suite):
     def training_key(self, cell: dict, ctx) -> str | None:
         if ctx.checkpoint_for(cell):
             return None
-        cfg = train_config_of(cell)
-        return None if checkpoint_path(cfg).is_file() else config_hash(cfg.to_dict())
+        path = checkpoint_path(train_config_of(cell))  # named by the training config's hash
+        return None if path.is_file() else path.stem
 
     def train_ahead(self, cell: dict, ctx) -> None:
         self.trained(cell, ctx)
